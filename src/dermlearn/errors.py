@@ -1,0 +1,43 @@
+"""Exceptions raised by dermlearn.
+
+Every error a user can cause derives from :class:`DermlearnError`; the CLI prints its
+message (which names the offending file, row or value) and exits non-zero without a
+traceback.
+"""
+from __future__ import annotations
+
+
+class DermlearnError(Exception):
+    """Base class for user-facing errors."""
+
+
+class ImageDecodeError(DermlearnError):
+    """An image file cannot be decoded safely (corrupt, truncated, not an image, too large)."""
+
+    def __init__(self, path: object, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class DataError(DermlearnError):
+    """A dataset failed validation; ``problems`` lists every issue found, not just the first."""
+
+    def __init__(self, message: str, problems: list | None = None):
+        self.problems = list(problems or [])
+        lines = [message] + [f"  - {p}" for p in self.problems[:50]]
+        if len(self.problems) > 50:
+            lines.append(f"  ... and {len(self.problems) - 50} more")
+        super().__init__("\n".join(lines))
+
+
+class TaxonomyError(DermlearnError):
+    """A taxonomy file is malformed, or a label/level does not fit the taxonomy."""
+
+
+class LeakageError(DermlearnError):
+    """One lesion (or patient) appears in more than one split part."""
+
+
+class DownloadError(DermlearnError):
+    """A dataset download failed (network, HTTP status, checksum)."""
