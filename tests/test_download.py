@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from dermlearn.data import download as dl
-from dermlearn.data.download import (MIRROR_ENV, SOURCES, RemoteFile, dataset_info,
+from dermlearn.data.download import (MIRROR_ENV, SOURCES, RemoteFile, describe,
                                      download_dataset, download_file, extract_archive,
                                      mirror_url)
 from dermlearn.errors import DownloadError
@@ -119,7 +119,8 @@ def server(tmp_path, monkeypatch):
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     httpd.daemon_threads = True
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
     thread.start()
     try:
         yield state
@@ -444,15 +445,15 @@ def test_unknown_dataset_lists_known_names(tmp_path):
     with pytest.raises(DownloadError, match="known datasets: ham10000, isic2019, ph2"):
         download_dataset("isic2099", tmp_path)
     with pytest.raises(DownloadError, match="unknown dataset 'nope'"):
-        dataset_info("nope")
+        describe("nope")
     assert not any(tmp_path.iterdir())
 
 
 def test_dataset_info_and_sources():
-    text = dataset_info("isic2019")
+    text = describe("isic2019")
     assert "CC BY-NC 4.0" in text and "challenge.isic-archive.com" in text
     assert "ISIC_2019_Training_Input.zip" in text and "no published checksum" in text
-    assert "md5 4639bfa73ab251610530a97c898e6e46" in dataset_info("ham10000")
+    assert "md5 4639bfa73ab251610530a97c898e6e46" in describe("ham10000")
     for name, source in SOURCES.items():
         assert source.name == name and source.files and source.prepare is not None
         assert all(f.url.startswith("https://") for f in source.files)
@@ -462,3 +463,19 @@ def test_mirror_url_uses_filename_only():
     file = RemoteFile("https://example.org/deep/path/x.csv?dl=1", "PH2 Dataset.rar")
     assert mirror_url(file, "https://mirror.local/derm/") == \
         "https://mirror.local/derm/PH2%20Dataset.rar"
+
+
+def test_cli_download_end_to_end(server, tmp_path, capsys):
+    from dermlearn.cli import main
+
+    _serve_isic(server)
+    dest = tmp_path / "isic"
+    assert main(["data", "download", "isic2019", str(dest), "--mirror", server.url]) == 0
+    out = capsys.readouterr().out
+    assert "CC BY-NC 4.0" in out and str(dest) in out
+    assert (dest / "ISIC_2019_Training_Input" / "ISIC_0000001.jpg").is_file()
+
+    assert main(["data", "download", "ph2", str(tmp_path / "ph2"),
+                 "--mirror", f"{server.url}/nowhere"]) == 2
+    err = capsys.readouterr().err
+    assert "dermlearn: error:" in err and "HTTP 404" in err and "PH2Dataset.rar" in err

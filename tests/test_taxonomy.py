@@ -106,7 +106,7 @@ def test_direct_construction_and_errors():
     assert t.nodes == ("r", "x", "x1", "y") and t.canonical("WHY") == "y"
     with pytest.raises(TaxonomyError, match="duplicate node id 'x'"):
         Taxonomy("t", "r", {"r": ["x", "y"], "y": ["x"]})
-    with pytest.raises(TaxonomyError, match="not reachable.*'z'"):
+    with pytest.raises(TaxonomyError, match="'z' are not reachable from root 'r'"):
         Taxonomy("t", "r", {"r": ["x"], "z": ["w"]})
     with pytest.raises(TaxonomyError, match="duplicate node id 'r'"):
         Taxonomy("t", "r", {"r": ["x"], "x": ["r"]})
@@ -361,7 +361,7 @@ def test_partition_esteva_like(derm):
     assert got == {"nv": 6705, "bkl": 1099, "benign_dermal": 257, "mel": 1113, "malignant_epidermal": 841}
     # PH2-style sub-labels of nv plus unspecified nevi: nv is split, its own images stay class 'nv'
     ph2 = {"Common Nevus": 80, "Atypical Nevus": 80, "nevus": 900, "Melanoma": 40}
-    assert partition(derm, ph2, 1000) == ["nv", "common_nevus", "atypical_nevus", "mel"]
+    assert partition(derm, ph2, 1000) == ["nv", "common_nevus", "atypical_nevus", "malignant"]
 
 
 def test_assign_classes(small):
@@ -400,11 +400,18 @@ def test_aggregate_small(small):
     out, groups = aggregate(probs, classes, small, "top")
     assert groups == ["a", "b", "c"]
     np.testing.assert_allclose(out, [[0.75, 0.25, 0.0]])
-    out, groups = aggregate(probs, classes, small, "nested")
+    out, groups = aggregate(probs[:, 1:] / 0.9, classes[1:], small, "nested")
     assert groups == ["x", "rest"]
-    np.testing.assert_allclose(out, [[0.2, 0.8]])
-    out, groups = aggregate(probs, classes, small, ["a1", "a2", "a", "b"])  # ad-hoc, nested groups
-    np.testing.assert_allclose(out, [[0.5, 0.15, 0.1, 0.25]])
+    np.testing.assert_allclose(out, [[0.2 / 0.9, 0.7 / 0.9]])
+    # class 'a' holds images labelled exactly 'a': they may be 'a1x' (group x) or not
+    with pytest.raises(TaxonomyError, match="class 'a' cannot be aggregated.*group 'rest'.*also holds.*'x'"):
+        aggregate(probs, classes, small, "nested")
+    out, groups = aggregate(probs, classes, small, {"A": ["a"], "B": ["Bee"], "C": ["c"]})  # ad-hoc mapping
+    assert groups == ["A", "B", "C"]
+    np.testing.assert_allclose(out, [[0.75, 0.25, 0.0]])
+    out, groups = aggregate(probs[:, 1:] / 0.9, classes[1:], small, ["a1", "a", "b"])  # ad-hoc, nested groups
+    assert groups == ["a1", "a", "b"]
+    np.testing.assert_allclose(out, [[0.5 / 0.9, 0.15 / 0.9, 0.25 / 0.9]])
     with pytest.raises(TaxonomyError, match="training class 'a' cannot be aggregated.*coarser"):
         aggregate(probs, classes, small, ["a1", "a2", "b"])
     with pytest.raises(TaxonomyError, match="training class 'b' cannot be aggregated.*outside every group"):

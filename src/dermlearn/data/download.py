@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from dermlearn.errors import DownloadError
 
-__all__ = ["MIRROR_ENV", "SOURCES", "DatasetSource", "RemoteFile", "dataset_info",
+__all__ = ["MIRROR_ENV", "SOURCES", "DatasetSource", "RemoteFile", "describe",
            "download_dataset", "download_file", "extract_archive", "mirror_url"]
 
 #: Environment variable naming a mirror used when ``download_dataset(mirror=None)``.
@@ -118,8 +118,8 @@ def download_file(url: str, dest_path: str | os.PathLike, *, sha256: str | None 
     is deleted).
     """
     dest = Path(dest_path).expanduser()
-    if dest.is_file() and _is_complete(url, dest, sha256=sha256, md5=md5,
-                                       expected_size=expected_size, timeout=timeout):
+    if dest.is_file() and _check_existing(url, dest, sha256=sha256, md5=md5,
+                                          expected_size=expected_size, timeout=timeout)[0]:
         return dest
     _fetch(url, dest, sha256=sha256, md5=md5, expected_size=expected_size, progress=progress,
            chunk_size=chunk_size, timeout=timeout)
@@ -179,15 +179,22 @@ def _fetch(url: str, dest: Path, *, sha256: str | None, md5: str | None,
             with open(part, "ab" if offset else "wb") as fh, tqdm(
                     total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
                     desc=dest.name, disable=not progress, dynamic_ncols=True) as bar:
-                while chunk := response.read(chunk_size):
+                while True:
+                    try:
+                        chunk = response.read(chunk_size)
+                    except (OSError, HTTPException) as exc:
+                        raise DownloadError(
+                            f"{url}: connection lost after {received:,} bytes ({_reason(exc)}); "
+                            f"{part.name} kept, re-run to resume") from None
+                    if not chunk:
+                        break
                     fh.write(chunk)
                     for h in hashers.values():
                         h.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
-        except (OSError, HTTPException) as exc:
-            raise DownloadError(f"{url}: connection lost after {received:,} bytes "
-                                f"({_reason(exc)}); {part.name} kept, re-run to resume") from None
+        except OSError as exc:
+            raise DownloadError(f"{part}: cannot write ({exc.strerror or exc})") from None
     if total is not None and received < total:
         raise DownloadError(f"{url}: connection closed after {received:,} of {total:,} bytes; "
                             f"{part.name} kept, re-run to resume")
@@ -215,21 +222,30 @@ def _finalize(part: Path, dest: Path, url: str, hashers: dict, *, sha256: str | 
     return actual
 
 
-def _is_complete(url: str, dest: Path, *, sha256: str | None, md5: str | None,
-                 expected_size: int | None, timeout: float) -> bool:
-    """Whether an existing ``dest`` is the complete file; a corrupt one is deleted."""
+def _check_existing(url: str, dest: Path, *, sha256: str | None, md5: str | None,
+                    expected_size: int | None, timeout: float) -> tuple[bool, str | None]:
+    """Whether an existing ``dest`` is the complete file (a corrupt one is deleted), and its
+    SHA-256 when that had to be computed.
+
+    Complete means: the size matches ``expected_size`` (or, with no size and no checksum known,
+    the server's ``Content-Length`` from a HEAD request, when it gives one) and the checksums
+    match when known.
+    """
     size = dest.stat().st_size
-    reference = expected_size if expected_size is not None else _remote_size(url, timeout)
+    reference = expected_size
+    if reference is None and sha256 is None and md5 is None:  # a checksum makes this moot
+        reference = _remote_size(url, timeout)
     if reference is not None and size != reference:
         dest.unlink()
-        return False
-    if sha256 is not None or md5 is not None:
-        hashers = _hash_file(dest, with_md5=md5 is not None)
-        if ((sha256 is not None and hashers["sha256"].hexdigest() != sha256.lower())
-                or (md5 is not None and hashers["md5"].hexdigest() != md5.lower())):
-            dest.unlink()
-            return False
-    return True
+        return False, None
+    if sha256 is None and md5 is None:
+        return True, None
+    hashers = _hash_file(dest, with_md5=md5 is not None)
+    if ((sha256 is not None and hashers["sha256"].hexdigest() != sha256.lower())
+            or (md5 is not None and hashers["md5"].hexdigest() != md5.lower())):
+        dest.unlink()
+        return False, None
+    return True, hashers["sha256"].hexdigest()
 
 
 def _remote_size(url: str, timeout: float) -> int | None:
@@ -543,9 +559,11 @@ def download_dataset(name: str, dest: str | os.PathLike, *, mirror: str | None =
     for file in source.files:
         url = mirror_url(file, mirror) if mirror else file.url
         path = dest / file.filename
-        if path.is_file() and _is_complete(url, path, sha256=file.sha256, md5=file.md5,
-                                           expected_size=file.size, timeout=60):
-            digest = (file.sha256 or recorded.get(file.filename)
+        complete, digest = (_check_existing(url, path, sha256=file.sha256, md5=file.md5,
+                                            expected_size=file.size, timeout=60)
+                            if path.is_file() else (False, None))
+        if complete:
+            digest = (digest or recorded.get(file.filename)
                       or _hash_file(path)["sha256"].hexdigest())
         else:
             digest = _fetch(url, path, sha256=file.sha256, md5=file.md5,
@@ -589,7 +607,7 @@ def _write_sums(path: Path, digests: dict[str, str]) -> None:
     os.replace(tmp, path)
 
 
-def dataset_info(name: str) -> str:
+def describe(name: str) -> str:
     """A printable description of dataset ``name``: what it is, licence, homepage and files."""
     source = _source(name)
     lines = [f"{source.name}: {source.description}",

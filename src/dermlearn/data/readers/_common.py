@@ -72,24 +72,29 @@ def resolve_paths(image_ids: pd.Series, index: dict[str, Path], root: Path) -> l
 
 
 def clean_text(values: pd.Series) -> pd.Series:
-    """Strip, lower-case, and turn 'unknown'/empty markers into missing values."""
-    out = values.astype(str).str.strip().str.lower()
-    return out.where(~out.isin(_MISSING), None)
+    """Strip, lower-case, and turn 'unknown'/empty markers into None (object dtype)."""
+    out = [str(v).strip().lower() if _given(v) else "" for v in values]
+    return pd.Series([v if v not in _MISSING else None for v in out], index=values.index,
+                     dtype=object)
+
+
+def _given(value) -> bool:
+    return value is not None and not (isinstance(value, float) and np.isnan(value))
 
 
 def clean_age(values: pd.Series) -> pd.Series:
-    return pd.to_numeric(values.astype(str).str.strip().replace(list(_MISSING), np.nan),
-                         errors="coerce").astype(float)
+    """Age in years as float; missing markers and non-numbers become NaN."""
+    return pd.to_numeric(clean_text(values), errors="coerce").astype(float)
 
 
 def clean_sex(values: pd.Series) -> pd.Series:
     mapping = {"m": "male", "male": "male", "f": "female", "female": "female"}
-    return clean_text(values).map(lambda v: mapping.get(v) if isinstance(v, str) else None)
+    return clean_text(values).map(lambda v: mapping.get(v) if isinstance(v, str) else None).astype(object)
 
 
 def clean_site(values: pd.Series) -> pd.Series:
     return clean_text(values).map(lambda v: re.sub(r"\s+", " ", v.replace("_", " "))
-                                  if isinstance(v, str) else None)
+                                  if isinstance(v, str) else None).astype(object)
 
 
 def source_rows(path: Path, n: int, header_lines: int = 1) -> list[str]:

@@ -80,8 +80,8 @@ def read(path: Path) -> tuple[pd.DataFrame, list[Problem]]:
         "lesion_id": ids,
         "patient_id": None,
         "age": None, "sex": None, "site": None,
-        "label_source": table["histology"].map(lambda h: "histo" if h else "clinical")
-        if "histology" in table else "clinical",
+        "label_source": ["histo" if isinstance(h, str) and h else "clinical"
+                         for h in table.get("histology", [None] * len(table))],
         "label_raw": table["label"],
         "source_row": table["source_row"],
     })

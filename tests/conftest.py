@@ -1,0 +1,48 @@
+"""Shared fixtures: paths to the real data beside the checkout, and tiny datasets in each layout."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+BAD = Path(__file__).parent / "data" / "bad"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (expected ../shared/data beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ham10000_dir() -> Path:
+    return _require(SHARED_DATA / "ham10000")
+
+
+@pytest.fixture(scope="session")
+def ph2_dir() -> Path:
+    return _require(SHARED_DATA / "ph2")
+
+
+@pytest.fixture()
+def good_jpeg() -> bytes:
+    return (BAD / "good.jpg").read_bytes()
+
+
+def write_images(folder: Path, names, data: bytes) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(data)
+
+
+@pytest.fixture()
+def copy_bad(tmp_path):
+    """Copy a file of the broken-input corpus into tmp_path under a given name."""
+    def _copy(name: str, dest: Path) -> Path:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(BAD / name, dest)
+        return dest
+    return _copy
