@@ -95,13 +95,12 @@ def _handler(state: FileServer) -> type[BaseHTTPRequestHandler]:
                 return
             with state.lock:
                 cut = state.cut_after.pop(name, None)
-            if cut is not None:  # simulate a dropped connection: send part, then close
-                payload = payload[:cut]
-                self.close_connection = True
+                if cut is not None:  # simulate a dropped connection: send part, then close
+                    payload = payload[:cut]
+                    self.close_connection = True
+                state.sent.append((name, len(payload)))  # before writing: no race with asserts
             self.wfile.write(payload)
             self.wfile.flush()
-            with state.lock:
-                state.sent.append((name, len(payload)))
 
     return Handler
 

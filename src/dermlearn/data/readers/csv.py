@@ -1,7 +1,7 @@
 """Any manifest CSV with at least an image (path or id) column and a label column.
 
 Column names are guessed from common spellings, or given explicitly (``path_col``,
-``label_col``...). Relative paths resolve against ``images`` (default: the CSV's folder); an
+``label_col``...). A folder with a ``manifest.csv`` is read as that file. Relative paths resolve against ``images`` (default: the CSV's folder); an
 image id without a path is looked up by file name under that folder.
 """
 from __future__ import annotations
@@ -29,13 +29,21 @@ GUESSES = {
 }
 
 
+#: A folder holding this file is read as a csv manifest (dermlearn's own convention).
+MANIFEST_FILE = "manifest.csv"
+
+
 def detect(path: Path) -> bool:
+    if path.is_dir():
+        return (path / MANIFEST_FILE).is_file()
     return path.is_file() and path.suffix.lower() in (".csv", ".tsv")
 
 
 def read(path: Path, images: str | Path | None = None,
          **columns: str) -> tuple[pd.DataFrame, list[Problem]]:
     """Read a manifest CSV; ``columns`` maps a manifest column (``path_col='file'``...) to a CSV column."""
+    if path.is_dir() and (path / MANIFEST_FILE).is_file():
+        path = path / MANIFEST_FILE
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     raw = read_table(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")

@@ -1,0 +1,167 @@
+"""The trained model: backbone + (optional metadata branch) + linear head, saved as safetensors.
+
+A model directory holds ``model.safetensors`` (weights) and ``config.json`` (backbone,
+preprocessing, classes, taxonomy, metadata encoding, temperature, recipe, metrics). Loading
+never unpickles anything.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from dermlearn.models.backbones import create_backbone, feature_dim
+from dermlearn.models.errors import ModelError
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+class MetadataEncoder:
+    """Encodes age, sex and site as a fixed-width float vector (missing values flagged).
+
+    Layout: ``[age/100, age_missing, male, female, sex_missing, site one-hot..., site_other]``.
+    """
+
+    def __init__(self, sites: Sequence[str]):
+        self.sites = list(sites)
+
+    @classmethod
+    def fit(cls, sites: Sequence[Any]) -> "MetadataEncoder":
+        return cls(sorted({str(s) for s in sites if isinstance(s, str) and s}))
+
+    @property
+    def dim(self) -> int:
+        return 5 + len(self.sites) + 1
+
+    def encode(self, age: Any, sex: Any, site: Any) -> np.ndarray:
+        v = np.zeros(self.dim, dtype=np.float32)
+        if age is None or (isinstance(age, float) and np.isnan(age)):
+            v[1] = 1.0
+        else:
+            v[0] = float(age) / 100.0
+        v[{"male": 2, "female": 3}.get(sex, 4)] = 1.0
+        v[5 + self.sites.index(site) if site in self.sites else self.dim - 1] = 1.0
+        return v
+
+    def encode_table(self, table) -> np.ndarray:
+        """(N, dim) float32 from a table with ``age``, ``sex``, ``site`` columns."""
+        return np.stack([self.encode(a, s, t) for a, s, t in
+                         zip(table["age"], table["sex"], table["site"])]) if len(table) else \
+            np.zeros((0, self.dim), np.float32)
+
+    def to_dict(self) -> dict:
+        return {"sites": self.sites}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "MetadataEncoder":
+        return cls(data["sites"])
+
+
+class LesionClassifier(nn.Module):
+    """Backbone features (N, D) [+ metadata branch (N, 32)] -> dropout -> linear -> logits (N, C)."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, *, metadata_dim: int = 0,
+                 drop_rate: float = 0.0):
+        super().__init__()
+        self.backbone = backbone
+        self.num_features = feature_dim(backbone)
+        self.metadata_dim = metadata_dim
+        self.metadata = (nn.Sequential(nn.Linear(metadata_dim, 32), nn.ReLU())
+                         if metadata_dim else None)
+        self.dropout = nn.Dropout(drop_rate)
+        self.head = nn.Linear(self.num_features + (32 if metadata_dim else 0), num_classes)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Penultimate (pooled) image features, (N, D)."""
+        return self.backbone(images)
+
+    def classify(self, features: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (N, C) from features (N, D) and, if fused, metadata (N, M)."""
+        if self.metadata is not None:
+            if metadata is None:
+                raise ModelError("this model fuses metadata (age, sex, site): pass it")
+            features = torch.cat([features, self.metadata(metadata)], dim=1)
+        return self.head(self.dropout(features))
+
+    def forward(self, images: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
+        return self.classify(self.features(images), metadata)
+
+
+def save_model(model: LesionClassifier, directory: str | Path, config: Mapping[str, Any]) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` atomically into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
+    full = {"format_version": FORMAT_VERSION, **config}
+    _atomic_write(directory / CONFIG_FILE,
+                  lambda p: Path(p).write_text(json.dumps(full, indent=2, default=_json_default)))
+    return directory
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    directory = Path(directory)
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise ModelError(f"{directory}: not a dermlearn model directory (no {CONFIG_FILE})")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: unreadable model config ({exc})") from None
+
+
+def build_model(config: Mapping[str, Any]) -> LesionClassifier:
+    """An untrained LesionClassifier with the architecture ``config`` describes."""
+    backbone = create_backbone(config["backbone"], weights="none", num_classes=0)
+    return LesionClassifier(backbone, len(config["classes"]),
+                            metadata_dim=config.get("metadata", {}).get("dim", 0) if
+                            config.get("metadata") else 0)
+
+
+def load_model(directory: str | Path) -> tuple[LesionClassifier, dict[str, Any]]:
+    """Load a saved model (safetensors only, no pickle) in eval mode, with its config."""
+    directory = Path(directory)
+    config = read_config(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelError(f"{directory}: no {WEIGHTS_FILE}")
+    model = build_model(config)
+    try:
+        state = load_file(str(weights))
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise ModelError(f"{weights}: unreadable weights ({exc})") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelError(f"{weights}: weights do not fit the architecture in {CONFIG_FILE} "
+                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return model.eval(), config

@@ -1,0 +1,118 @@
+"""Lightning pieces dermlearn adds: atomic checkpoints, a history file, images/s in the bar."""
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import TQDMProgressBar
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file and renames it into place, so a kill -9
+    leaves either the previous checkpoint or the new one, never a torn file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(checkpoint, tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+class HistoryWriter(L.Callback):
+    """Appends one row per epoch to ``history.csv`` (epoch, losses, validation metrics, lr,
+    images/s, seconds); on resume, rows from epochs that are re-run are dropped first."""
+
+    FIELDS = ["fold", "round", "epoch", "train_loss", "val_loss", "val_accuracy",
+              "val_balanced_accuracy", "val_auc_macro", "lr", "images_per_s", "seconds"]
+
+    def __init__(self, path: Path, fold: str, round_: int = 1):
+        self.path, self.fold, self.round = Path(path), str(fold), round_
+        self._start = 0.0
+        self._images = 0
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        kept = [r for r in rows if not (r["fold"] == self.fold and int(r["round"]) == self.round
+                                         and int(r["epoch"]) >= trainer.current_epoch)]
+        if len(kept) != len(rows):
+            self._write(kept, mode="w")
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start, self._images, self._losses = time.perf_counter(), 0, []
+        self._train_seconds = 0.0
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._images += len(batch[-1])
+        self._losses.append(float(outputs["loss"]))
+        self._train_seconds = time.perf_counter() - self._start
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not self._images:
+            return
+        m = pl_module.last_val_metrics
+        row = {"fold": self.fold, "round": self.round, "epoch": trainer.current_epoch,
+               "train_loss": _item(sum(self._losses) / len(self._losses)),
+               "val_loss": _item(pl_module.last_val_loss),
+               "val_accuracy": _item(m.get("accuracy")),
+               "val_balanced_accuracy": _item(m.get("balanced_accuracy")),
+               "val_auc_macro": _item(m.get("auc_macro")),
+               "lr": self._lr,
+               "images_per_s": round(self._images / max(self._train_seconds, 1e-9), 2),
+               "seconds": round(time.perf_counter() - self._start, 1)}
+        self._write([row], mode="a")
+
+    def _write(self, rows: list[dict], mode: str) -> None:
+        new = mode == "w" or not self.path.exists()
+        with open(self.path, mode, newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
+
+
+def _item(value) -> float | None:
+    return None if value is None else round(float(value), 5)
+
+
+class ImagesPerSecondBar(TQDMProgressBar):
+    """Lightning's tqdm bar (with ETA) plus a live images/s figure."""
+
+    def __init__(self, batch_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.batch_size = batch_size
+        self._t0 = None
+        self._seen = 0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self._t0, self._seen = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._seen += len(batch[-1])
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def get_metrics(self, trainer, pl_module):
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        if self._t0 is not None and self._seen:
+            metrics["img/s"] = f"{self._seen / max(time.perf_counter() - self._t0, 1e-9):.1f}"
+        return metrics

@@ -1,0 +1,99 @@
+"""Streaming datasets over a Manifest: images decoded lazily in DataLoader workers.
+
+Each sample is seeded from (run seed, epoch, position) so that augmentations do not depend on
+worker scheduling, and a resumed run sees exactly the samples an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import random
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from dermlearn.data.images import read_image
+
+
+class LesionDataset(Dataset):
+    """Items are ``(image (3,H,W), metadata (M,), target)``; metadata is empty when unused.
+
+    Indexed by ``(row, sample_seed)`` pairs (from :class:`EpochSampler`) or plain ints.
+    """
+
+    def __init__(self, paths: Sequence[str], targets: Sequence[int], transform: Callable,
+                 metadata: np.ndarray | None = None):
+        self.paths = list(paths)
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.transform = transform
+        self.metadata = (np.asarray(metadata, dtype=np.float32) if metadata is not None
+                         else np.zeros((len(self.paths), 0), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, item):
+        row, seed = item if isinstance(item, tuple) else (item, None)
+        if seed is not None:
+            random.seed(seed)
+            torch.manual_seed(seed)
+        image = self.transform(read_image(self.paths[row]))
+        return image, torch.from_numpy(self.metadata[row]), int(self.targets[row])
+
+
+class EpochSampler(Sampler):
+    """Yields ``(row, sample_seed)``; the order (and, with ``class_cap`` or ``balanced``, the
+    resampling) is a pure function of (seed, epoch), set by Lightning via ``set_epoch``.
+
+    * ``shuffle``: a permutation of all rows each epoch;
+    * ``class_cap``: each class contributes exactly ``class_cap`` rows per epoch
+      (undersampled when larger, oversampled with replacement when smaller; Benedetti);
+    * ``balanced``: rows drawn with replacement with probability inversely proportional to their
+      class frequency (as many as the dataset holds).
+    """
+
+    def __init__(self, targets: Sequence[int], *, seed: int = 0, shuffle: bool = True,
+                 class_cap: int | None = None, balanced: bool = False):
+        self.targets = np.asarray(targets)
+        self.seed, self.shuffle = seed, shuffle
+        self.class_cap, self.balanced = class_cap, balanced
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def rows(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.class_cap:
+            parts = []
+            for c in np.unique(self.targets):
+                members = np.flatnonzero(self.targets == c)
+                replace = len(members) < self.class_cap
+                parts.append(rng.choice(members, self.class_cap, replace=replace))
+            rows = np.concatenate(parts)
+            return rng.permutation(rows)
+        if self.balanced:
+            counts = np.bincount(self.targets)
+            weights = 1.0 / counts[self.targets]
+            return rng.choice(len(self.targets), len(self.targets), p=weights / weights.sum())
+        return rng.permutation(len(self.targets)) if self.shuffle else np.arange(len(self.targets))
+
+    def __iter__(self) -> Iterator[tuple[int, int | None]]:
+        rows = self.rows()
+        base = int(np.random.default_rng([self.seed, self.epoch, 1]).integers(2**31))
+        for position, row in enumerate(rows):
+            yield int(row), (base + position) % (2**31) if self.shuffle else None
+
+    def __len__(self) -> int:
+        if self.class_cap:
+            return int(self.class_cap * len(np.unique(self.targets)))
+        return len(self.targets)
+
+
+def class_weights(targets: Sequence[int], num_classes: int) -> np.ndarray:
+    """'Balanced' weights n / (C * n_c) per class, shape (C,); absent classes get weight 0."""
+    counts = np.bincount(np.asarray(targets), minlength=num_classes).astype(float)
+    present = counts > 0
+    weights = np.zeros(num_classes)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights

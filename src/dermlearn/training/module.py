@@ -1,0 +1,154 @@
+"""The Lightning module: loss, freezing modes, optimiser and schedule of a recipe.
+
+Lightning owns the loop, checkpoints, early stopping, precision and multi-process; this
+module only says what one step is and which parameters learn at which rate.
+"""
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from dermlearn.evaluation.metrics import classification_metrics
+from dermlearn.models.backbones import blocks
+from dermlearn.models.classifier import LesionClassifier
+from dermlearn.training.recipes import Recipe
+
+
+def trainable_blocks(recipe: Recipe, n_blocks: int, epoch: int) -> int:
+    """How many top backbone blocks learn at ``epoch`` (0-based) under the recipe's mode."""
+    if recipe.mode == "full":
+        return n_blocks
+    if recipe.mode == "finetune":
+        return min(recipe.unfreeze, n_blocks)
+    if recipe.mode == "progressive":  # head only, then `unfreeze` blocks in `stages` steps
+        stages = max(1, recipe.progressive_stages)
+        stage = min(stages, epoch * (stages + 1) // max(1, recipe.epochs))
+        return min(n_blocks, math.ceil(min(recipe.unfreeze, n_blocks) * stage / stages))
+    return 0  # features: frozen backbone
+
+
+class LesionModule(L.LightningModule):
+    """Trains a :class:`LesionClassifier` with the recipe's loss, freezing and optimiser."""
+
+    def __init__(self, model: LesionClassifier, recipe: Recipe, classes: list[str],
+                 class_weights: np.ndarray | None = None):
+        super().__init__()
+        self.model = model
+        self.recipe = recipe
+        self.classes = classes
+        self.blocks = blocks(model.backbone)
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None \
+            else None
+        self.loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=recipe.label_smoothing)
+        self._val_probs: list[torch.Tensor] = []
+        self._val_targets: list[torch.Tensor] = []
+        self.last_val_metrics: dict = {}
+        self.last_val_loss: float | None = None
+        self.last_val_probs: np.ndarray | None = None
+        self.model.train()
+        self.apply_freezing(0)
+
+    # -- freezing ----------------------------------------------------------------------
+    def apply_freezing(self, epoch: int) -> int:
+        """Set requires_grad per block for ``epoch``; frozen blocks also keep BN statistics."""
+        n = trainable_blocks(self.recipe, len(self.blocks), epoch)
+        self._n_trainable = n
+        for i, block in enumerate(self.blocks):
+            learn = i >= len(self.blocks) - n
+            for p in block.parameters():
+                p.requires_grad_(learn)
+        return n
+
+    def _set_frozen_eval(self) -> None:
+        for block in self.blocks[: len(self.blocks) - self._n_trainable]:
+            block.eval()
+
+    def on_train_epoch_start(self) -> None:
+        self.apply_freezing(self.current_epoch)
+        self._set_frozen_eval()
+        # Dropout and any other in-step randomness: a pure function of (seed, epoch).
+        torch.manual_seed(self.recipe.seed * 100_003 + self.current_epoch)
+
+    # -- steps ---------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(images, metadata if self.model.metadata is not None else None)
+
+    def _to_device_layout(self, images: torch.Tensor) -> torch.Tensor:
+        return images.contiguous(memory_format=torch.channels_last) \
+            if self.recipe.channels_last else images
+
+    def training_step(self, batch, batch_idx):
+        images, metadata, targets = batch
+        logits = self(self._to_device_layout(images), metadata)
+        loss = self.loss(logits.float(), targets)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True,
+                 batch_size=len(targets))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        images, metadata, targets = batch
+        logits = self(self._to_device_layout(images), metadata).float()
+        self._val_probs.append(torch.softmax(logits, dim=1).cpu())
+        self._val_targets.append(targets.cpu())
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_probs, self._val_targets = [], []
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_probs:
+            return
+        probs = torch.cat(self._val_probs).numpy().astype(np.float64)
+        targets = torch.cat(self._val_targets).numpy()
+        self.last_val_loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(targets)),
+                                                                  targets], 1e-12, None))))
+        metrics = classification_metrics(targets, probs, self.classes)
+        self.last_val_metrics, self.last_val_probs = metrics, probs
+        self.log("val_loss", self.last_val_loss)
+        for key in ("accuracy", "balanced_accuracy", "auc_macro"):
+            value = metrics[key]
+            self.log(f"val_{key}", float(value) if value == value else 0.0, prog_bar=True)
+
+    # -- optimisation --------------------------------------------------------------------
+    def _param_groups(self) -> list[dict]:
+        """Head at the recipe's lr; in progressive mode each deeper block at lr * decay^depth."""
+        r = self.recipe
+        head = [p for n, p in self.model.named_parameters() if not n.startswith("backbone.")]
+        groups = [{"params": head, "lr": r.lr}]
+        decay = r.progressive_lr_decay if r.mode == "progressive" else 1.0
+        for depth, block in enumerate(reversed(self.blocks)):
+            params = list(block.parameters())
+            if params:
+                groups.append({"params": params, "lr": r.lr * decay ** (depth + 1 if
+                                                                        decay != 1.0 else 0)})
+        return groups
+
+    def configure_optimizers(self):
+        r = self.recipe
+        groups = self._param_groups()
+        if r.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(groups, lr=r.lr, weight_decay=r.weight_decay, eps=r.eps)
+        elif r.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov,
+                                        weight_decay=r.weight_decay)
+        else:
+            optimizer = torch.optim.RMSprop(groups, lr=r.lr, alpha=r.rmsprop_alpha, eps=r.eps,
+                                            momentum=r.momentum, weight_decay=r.weight_decay)
+        total = max(1, r.epochs)
+
+        def factor(epoch: int) -> float:
+            if r.scheduler == "step":
+                return r.step_gamma ** (epoch // max(1, r.step_epochs))
+            if epoch < r.warmup_epochs:
+                return (epoch + 1) / (r.warmup_epochs + 1)
+            if r.scheduler == "cosine":
+                progress = (epoch - r.warmup_epochs) / max(1, total - r.warmup_epochs)
+                return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+            return 1.0
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
+                                                         "interval": "epoch"}}

@@ -1,0 +1,170 @@
+"""Training recipes: every knob of a run in one dataclass, with the reference papers' protocols.
+
+``get_recipe("esteva2017", epochs=3)`` returns the named recipe with fields overridden; a
+YAML/JSON config file holds the same fields (``load_recipe(path)``). The resolved recipe is
+saved with every run as ``config.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from dermlearn.errors import DermlearnError
+
+MODES = ("features", "finetune", "full", "progressive")
+OPTIMIZERS = ("adamw", "sgd", "rmsprop")
+SCHEDULERS = ("cosine", "step", "none")
+AUGMENTATIONS = ("default", "esteva", "benedetti", "none")
+SAMPLERS = ("none", "balanced")
+HEADS = ("logreg", "mlp")
+
+
+class RecipeError(DermlearnError):
+    """A recipe name, field or value is invalid."""
+
+
+@dataclass
+class Recipe:
+    """All settings of a training run (units: epochs, images, learning rate per step)."""
+
+    name: str = "default"
+    # model
+    backbone: str = "efficientnet_lite0"
+    weights: str = "default"
+    image_size: int | None = 192          # None: the backbone's pretrained input size
+    mode: str = "finetune"                # features | finetune | full | progressive
+    unfreeze: int = 6                     # finetune: top N blocks trainable (see models.blocks)
+    progressive_stages: int = 3           # progressive: head, then this many unfreezing steps
+    progressive_lr_decay: float = 0.5     # progressive: lr factor per step deeper
+    drop_rate: float = 0.2
+    head: str = "logreg"                  # features mode: logreg | mlp
+    metadata: bool = False                # fuse age/sex/site into the head
+    # classes
+    max_class_size: int | None = None     # Esteva's partitioning; None: one class per label
+    # optimisation
+    epochs: int = 12
+    batch_size: int = 32
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    nesterov: bool = False
+    rmsprop_alpha: float = 0.9            # RMSProp decay
+    eps: float = 1e-8
+    scheduler: str = "cosine"
+    warmup_epochs: int = 1
+    step_epochs: int = 30                 # step scheduler: divide lr by step_gamma every N epochs
+    step_gamma: float = 1 / 16
+    label_smoothing: float = 0.1
+    # imbalance and augmentation
+    augment: str = "default"
+    class_weights: bool = True
+    sampler: str = "none"
+    class_cap: int | None = None          # per-class images per epoch (undersample / oversample)
+    # control
+    select_metric: str = "balanced_accuracy"
+    early_stopping: int | None = None     # patience in epochs
+    second_round_epochs: int = 0          # Benedetti: a second round from the best checkpoint
+    second_round_lr_factor: float = 0.1
+    val_fraction: float = 0.2
+    folds: int = 1
+    seed: int = 0
+    precision: str = "32"                 # "32" or "bf16-mixed" (slower for training on most CPUs)
+    channels_last: bool = True
+    num_workers: int = 2
+    tta: int = 1
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks = [("mode", MODES), ("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS),
+                  ("augment", AUGMENTATIONS), ("sampler", SAMPLERS), ("head", HEADS)]
+        for name, allowed in checks:
+            if getattr(self, name) not in allowed:
+                raise RecipeError(f"recipe field {name}={getattr(self, name)!r} is not one of "
+                                  f"{', '.join(allowed)}")
+        positive = ["epochs", "batch_size", "folds"]
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise RecipeError(f"recipe field {name} must be >= 1, not {getattr(self, name)}")
+        if not 0 < self.val_fraction < 1:
+            raise RecipeError(f"val_fraction must be in (0, 1), not {self.val_fraction}")
+        if self.lr <= 0:
+            raise RecipeError(f"lr must be > 0, not {self.lr}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **overrides: Any) -> "Recipe":
+        return _apply(self, overrides)
+
+
+def _apply(recipe: Recipe, overrides: Mapping[str, Any]) -> Recipe:
+    known = {f.name: f for f in fields(Recipe)}
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise RecipeError(f"unknown recipe field(s) {unknown}; known: {', '.join(known)}")
+    values = recipe.to_dict()
+    values.update(overrides)
+    return Recipe(**values)
+
+
+RECIPES: dict[str, Recipe] = {
+    # What trains best on a 2-core CPU in reasonable time: EfficientNet-Lite0 with its bundled
+    # ImageNet weights, stem and first two stages frozen, 192 px, class-weighted loss, AdamW
+    # with cosine decay, selection on balanced accuracy.
+    "default": Recipe(),
+    # Esteva et al. 2017: Inception v3 at 299, all layers fine-tuned, RMSProp (decay 0.9,
+    # momentum 0.9, epsilon 0.1), lr 1e-3 divided by 16 every 30 epochs, rotations 0-359 cropped
+    # to the largest inscribed upright rectangle and vertical flips; training classes from the
+    # partitioning algorithm (max class size 1000), evaluation at coarser levels by PA.
+    "esteva2017": Recipe(
+        name="esteva2017", backbone="inception_v3", image_size=299, mode="full",
+        optimizer="rmsprop", lr=1e-3, momentum=0.9, rmsprop_alpha=0.9, eps=0.1,
+        weight_decay=4e-5, scheduler="step", step_epochs=30, step_gamma=1 / 16,
+        warmup_epochs=0, label_smoothing=0.0, augment="esteva", class_weights=False,
+        max_class_size=1000, epochs=60, batch_size=32, drop_rate=0.0),
+    # Benedetti et al. 2020: Inception-ResNet-v2 at 299, top layers fine-tuned, SGD with
+    # Nesterov momentum, lr 6e-4, batch 10, class weights, per-class cap 450 with augmentation
+    # (flips, translations, rotations, shear), early stopping (patience 15), then a second
+    # round of 20 epochs from the best checkpoint.
+    "benedetti2020": Recipe(
+        name="benedetti2020", backbone="inception_resnet_v2", image_size=299, mode="finetune",
+        unfreeze=4, optimizer="sgd", lr=6e-4, momentum=0.9, nesterov=True, weight_decay=0.0,
+        scheduler="none", warmup_epochs=0, label_smoothing=0.0, batch_size=10,
+        class_weights=True, class_cap=450, augment="benedetti", early_stopping=15,
+        second_round_epochs=20, second_round_lr_factor=0.1, epochs=100, drop_rate=0.0),
+}
+
+
+def get_recipe(name: str = "default", **overrides: Any) -> Recipe:
+    """The named recipe with ``overrides`` (field name -> value) applied."""
+    if name not in RECIPES:
+        raise RecipeError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    return _apply(RECIPES[name], overrides)
+
+
+def load_recipe(path: str | Path, **overrides: Any) -> Recipe:
+    """A recipe from a YAML/JSON file: ``recipe: NAME`` (base, default ``default``) plus fields."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: config file not found") from None
+    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{path}: not valid YAML/JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: expected a mapping of recipe fields")
+    base = data.pop("recipe", data.get("name", "default"))
+    if base not in RECIPES:
+        base = "default"
+    try:
+        recipe = get_recipe(base, **data)
+    except RecipeError as exc:
+        raise RecipeError(f"{path}: {exc}") from None
+    return recipe.replace(**overrides)

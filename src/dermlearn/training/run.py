@@ -1,0 +1,414 @@
+"""``train()``: one call from a dataset to a saved, validated model directory.
+
+A run directory ``RUN`` holds:
+
+* ``run.json`` -- what was asked (data, recipe, device), so ``--resume RUN`` can continue;
+* ``config.json`` -- the resolved recipe; ``splits.csv`` -- the lesion-grouped folds used;
+* ``checkpoints/fold_K/`` -- Lightning checkpoints (atomic; ``last.ckpt`` for resuming);
+* ``model/`` -- ``model.safetensors`` + ``config.json`` (an ensemble of ``members/K`` with
+  ``--folds K``); ``history.csv``; ``val_predictions.csv`` (ISIC format plus ``label``,
+  ``fold``); ``metrics.json`` (accuracy, balanced accuracy, per-class AUC, taxonomy levels).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dermlearn import __version__
+from dermlearn.data import Manifest, load
+from dermlearn.errors import DermlearnError
+from dermlearn.evaluation.levels import level_metrics
+from dermlearn.evaluation.metrics import classification_metrics
+from dermlearn.models.backbones import create_backbone
+from dermlearn.models.classifier import (LesionClassifier, MetadataEncoder, load_model,
+                                         read_config, save_model)
+from dermlearn.models.preprocessing import PreprocessConfig
+from dermlearn.splits import TEST, check_no_leakage, load_splits, make_splits, save_splits
+from dermlearn.taxonomy import assign_classes, partition
+from dermlearn.training.recipes import Recipe, get_recipe
+
+log = logging.getLogger("dermlearn.training")
+
+
+class RunError(DermlearnError):
+    """A run directory cannot be created or resumed."""
+
+
+@dataclasses.dataclass
+class FoldData:
+    """Everything one fold's training needs (indices into the manifest)."""
+
+    fold: str
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+
+
+def _preprocess_config(backbone: torch.nn.Module, recipe: Recipe) -> PreprocessConfig:
+    cfg = PreprocessConfig.from_model(backbone)
+    if recipe.image_size:
+        cfg = dataclasses.replace(cfg, input_size=(3, recipe.image_size, recipe.image_size))
+    return cfg
+
+
+def training_classes(manifest: Manifest, rows: np.ndarray, recipe: Recipe) -> list[str]:
+    """Leaf labels present in ``rows`` or, with ``max_class_size``, Esteva's partitioning."""
+    labels = manifest.table["label"].to_numpy()[rows]
+    counts = pd.Series(labels).value_counts().to_dict()
+    if recipe.max_class_size:
+        return partition(manifest.taxonomy, counts, recipe.max_class_size)
+    return [c for c in manifest.classes if c in counts]
+
+
+def _resolve_splits(manifest: Manifest, recipe: Recipe, splits: str | Path | None,
+                    out: Path) -> pd.DataFrame:
+    saved = out / "splits.csv"
+    if saved.exists():
+        table = load_splits(saved, manifest)
+    elif splits is not None:
+        table = load_splits(splits, manifest)
+    else:
+        n_parts = recipe.folds if recipe.folds > 1 else max(2, int(round(1 / recipe.val_fraction)))
+        table = make_splits(manifest, n_parts, group="lesion", seed=recipe.seed)
+    table = table.set_index("image_id").loc[manifest.table["image_id"]].reset_index()
+    check_no_leakage(table, manifest=manifest)
+    save_splits(table, saved)
+    return table
+
+
+def _folds(table: pd.DataFrame, recipe: Recipe) -> list[FoldData]:
+    fold = table["fold"].astype(str).to_numpy()
+    parts = sorted(set(fold) - {TEST})
+    usable = fold != TEST
+    chosen = parts if recipe.folds > 1 else parts[:1]
+    if recipe.folds > 1 and len(parts) != recipe.folds:
+        raise RunError(f"the split file has {len(parts)} folds but the recipe asks for "
+                       f"{recipe.folds}")
+    return [FoldData(k, np.flatnonzero(usable & (fold != k)), np.flatnonzero(fold == k))
+            for k in chosen]
+
+
+def _model_config(recipe: Recipe, manifest: Manifest, classes: list[str], cfg: PreprocessConfig,
+                  backbone: torch.nn.Module, encoder: MetadataEncoder | None) -> dict[str, Any]:
+    return {
+        "dermlearn_version": __version__,
+        "backbone": recipe.backbone,
+        "weights": getattr(backbone, "dermlearn_weights", recipe.weights),
+        "classes": classes,
+        "class_names": {c: manifest.taxonomy.display_name(c) for c in classes},
+        "taxonomy": manifest.taxonomy.to_dict(),
+        "preprocess": cfg.to_dict(),
+        "metadata": ({"dim": encoder.dim, **encoder.to_dict()} if encoder else None),
+        "temperature": 1.0,
+        "recipe": recipe.to_dict(),
+        "training_data": {"source": manifest.source, "format": manifest.format,
+                          "n_images": len(manifest), "n_lesions": manifest.n_lesions,
+                          "classes": manifest.class_counts()},
+    }
+
+
+def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarray,
+                          classes: list[str], recipe: Recipe, out: Path, device: str,
+                          progress: bool) -> tuple[LesionClassifier, dict, np.ndarray]:
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from torch.utils.data import DataLoader
+
+    from dermlearn.training.augment import train_transform
+    from dermlearn.models.preprocessing import eval_transform
+    from dermlearn.training.callbacks import AtomicCheckpointIO, HistoryWriter, ImagesPerSecondBar
+    from dermlearn.training.dataset import EpochSampler, LesionDataset, class_weights
+    from dermlearn.training.module import LesionModule
+
+    L.seed_everything(recipe.seed, workers=False, verbose=False)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    backbone = create_backbone(recipe.backbone, weights=recipe.weights, num_classes=0)
+    cfg = _preprocess_config(backbone, recipe)
+    table = manifest.table
+    encoder = MetadataEncoder.fit(table["site"].to_numpy()[fold.train_rows]) \
+        if recipe.metadata else None
+    meta = encoder.encode_table(table) if encoder else None
+    model = LesionClassifier(backbone, len(classes), metadata_dim=encoder.dim if encoder else 0,
+                             drop_rate=recipe.drop_rate)
+    if recipe.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    paths = table["path"].to_numpy()
+
+    def dataset(rows, transform):
+        return LesionDataset(paths[rows], targets[rows], transform,
+                             meta[rows] if meta is not None else None)
+
+    train_ds = dataset(fold.train_rows, train_transform(recipe.augment, cfg))
+    val_ds = dataset(fold.val_rows, eval_transform(cfg))
+    workers = recipe.num_workers
+    loader_kw = dict(num_workers=workers, persistent_workers=workers > 0,
+                     pin_memory=device == "cuda")
+    sampler = EpochSampler(targets[fold.train_rows], seed=recipe.seed,
+                           class_cap=recipe.class_cap, balanced=recipe.sampler == "balanced")
+    train_dl = DataLoader(train_ds, batch_size=recipe.batch_size, sampler=sampler,
+                          drop_last=len(sampler) > recipe.batch_size, **loader_kw)
+    val_dl = DataLoader(val_ds, batch_size=recipe.batch_size * 2,
+                        sampler=EpochSampler(targets[fold.val_rows], shuffle=False), **loader_kw)
+    weights = class_weights(targets[fold.train_rows], len(classes)) \
+        if recipe.class_weights else None
+    module = LesionModule(model, recipe, classes, weights)
+    ckpt_dir = out / "checkpoints" / f"fold_{fold.fold}"
+    history = out / "history.csv"
+
+    def fit(round_: int, epochs: int, module: LesionModule, start_from: Path | None) -> Path:
+        rdir = ckpt_dir / f"round{round_}"
+        checkpoint = ModelCheckpoint(dirpath=rdir, filename="best", monitor="val_" +
+                                     recipe.select_metric, mode="max", save_last=True)
+        callbacks = [checkpoint, HistoryWriter(history, fold.fold, round_)]
+        if progress:
+            callbacks.append(ImagesPerSecondBar(recipe.batch_size))
+        if recipe.early_stopping and round_ == 1:
+            callbacks.append(EarlyStopping(monitor="val_" + recipe.select_metric, mode="max",
+                                           patience=recipe.early_stopping))
+        trainer = L.Trainer(
+            accelerator="gpu" if device == "cuda" else device, devices=1,
+            precision=recipe.precision, max_epochs=epochs, callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()], logger=False, enable_model_summary=False,
+            enable_progress_bar=progress, num_sanity_val_steps=0, default_root_dir=str(out),
+            log_every_n_steps=10)
+        last = rdir / "last.ckpt"
+        resume_from = last if last.exists() else None
+        if resume_from is None and start_from is not None:
+            state = torch.load(start_from, map_location="cpu", weights_only=True)["state_dict"]
+            module.load_state_dict(state)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
+            warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
+            trainer.fit(module, train_dl, val_dl, ckpt_path=resume_from, weights_only=True)
+        best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else rdir / "last.ckpt"
+        return best if best.exists() else rdir / "last.ckpt"
+
+    best = fit(1, recipe.epochs, module, None)
+    if recipe.second_round_epochs:
+        second = dataclasses.replace(recipe, lr=recipe.lr * recipe.second_round_lr_factor,
+                                     epochs=recipe.second_round_epochs, warmup_epochs=0)
+        module2 = LesionModule(model, second, classes, weights)
+        best2 = fit(2, second.epochs, module2, best)
+        best = max([best, best2], key=lambda p: _score(p, recipe.select_metric))
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    probs = predict_loader(module.model.eval(), val_dl, recipe.channels_last)
+    config = _model_config(recipe, manifest, classes, cfg, backbone, encoder)
+    return module.model.eval().to(memory_format=torch.contiguous_format), config, probs
+
+
+def _score(checkpoint: Path, metric: str) -> float:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    for cb_state in state.get("callbacks", {}).values():
+        if isinstance(cb_state, dict) and "best_model_score" in cb_state:
+            score = cb_state["best_model_score"]
+            return float(score) if score is not None else float("-inf")
+    return float("-inf")
+
+
+@torch.inference_mode()
+def predict_loader(model: LesionClassifier, loader, channels_last: bool = True) -> np.ndarray:
+    """Softmax probabilities (N, C) for a loader of (image, metadata, target) batches."""
+    out = []
+    for images, metadata, _ in loader:
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        logits = model(images, metadata if model.metadata is not None else None)
+        out.append(torch.softmax(logits.float(), dim=1))
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def _train_fold_features(manifest: Manifest, fold: FoldData, targets: np.ndarray,
+                         classes: list[str], recipe: Recipe, features: np.ndarray,
+                         backbone: torch.nn.Module, cfg: PreprocessConfig
+                         ) -> tuple[LesionClassifier, dict, np.ndarray]:
+    from dermlearn.training.features import fit_logreg_head, fit_mlp_head, head_to_classifier
+
+    x_train, y_train = features[fold.train_rows], targets[fold.train_rows]
+    weight = "balanced" if recipe.class_weights else None
+    if recipe.head == "mlp":
+        head = fit_mlp_head(x_train, y_train, len(classes), class_weight=weight, seed=recipe.seed)
+    else:
+        head = fit_logreg_head(x_train, y_train, len(classes), class_weight=weight,
+                               seed=recipe.seed)
+    with torch.inference_mode():
+        logits = head(torch.from_numpy(features[fold.val_rows]).float())
+        probs = torch.softmax(logits, dim=1).numpy().astype(np.float64)
+    model = head_to_classifier(backbone, head, len(classes))
+    config = _model_config(recipe, manifest, classes, cfg, backbone, None)
+    return model.eval(), config, probs
+
+
+def _write_predictions(path: Path, manifest: Manifest, rows: np.ndarray, probs: np.ndarray,
+                       classes: list[str], fold: np.ndarray) -> pd.DataFrame:
+    frame = pd.DataFrame(probs, columns=classes)
+    frame.insert(0, "image", manifest.table["image_id"].to_numpy()[rows])
+    frame["label"] = manifest.table["label"].to_numpy()[rows]
+    frame["fold"] = fold
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def evaluate_predictions(frame: pd.DataFrame, classes: list[str], manifest: Manifest) -> dict:
+    """Metrics of a validation-predictions frame (columns ``classes`` + ``label``)."""
+    probs = frame[classes].to_numpy(dtype=np.float64)
+    targets = np.array([classes.index(c) for c in
+                        assign_classes(manifest.taxonomy, frame["label"], classes)])
+    metrics = classification_metrics(targets, probs, classes)
+    metrics["levels"] = level_metrics(probs, frame["label"].tolist(), classes, manifest.taxonomy)
+    return metrics
+
+
+def _summarise_folds(per_fold: dict[str, dict]) -> dict:
+    keys = ["accuracy", "balanced_accuracy", "auc_macro"]
+    summary = {k: {"mean": float(np.mean([m[k] for m in per_fold.values()])),
+                   "sd": float(np.std([m[k] for m in per_fold.values()], ddof=1))
+                   if len(per_fold) > 1 else 0.0} for k in keys}
+    levels = set.intersection(*(set(m["levels"]) for m in per_fold.values()))
+    for level in sorted(levels):
+        aucs = [m["levels"][level].get("auc") for m in per_fold.values()]
+        if all(a is not None for a in aucs):
+            summary[f"{level}_auc"] = {"mean": float(np.mean(aucs)),
+                                       "sd": float(np.std(aucs, ddof=1)) if len(aucs) > 1 else 0.0}
+    return summary
+
+
+def train(data: str | Path | None = None, out: str | Path = "runs/run", *,
+          recipe: str | Recipe = "default", overrides: dict[str, Any] | None = None,
+          splits: str | Path | None = None, device: str = "auto", resume: bool = False,
+          progress: bool = True, feature_cache: str | Path | None = None) -> dict:
+    """Train (or, with ``resume=True``, continue training) a model; returns ``metrics.json``.
+
+    ``recipe`` is a name from :data:`~dermlearn.training.recipes.RECIPES` or a Recipe;
+    ``overrides`` replace recipe fields. With ``recipe.folds > 1`` one model per lesion-grouped
+    fold is trained, saved as an ensemble, and metrics are given per fold, as mean +- sd and on
+    the pooled out-of-fold predictions.
+    """
+    out = Path(out)
+    run_file = out / "run.json"
+    if resume:
+        if not run_file.exists():
+            raise RunError(f"{out}: nothing to resume (no run.json)")
+        state = json.loads(run_file.read_text())
+        data, device = state["data"], state["device"]
+        recipe_obj = Recipe(**state["recipe"])
+        feature_cache = state.get("feature_cache")
+    else:
+        if data is None:
+            raise RunError("no dataset given")
+        if run_file.exists():
+            raise RunError(f"{out} already holds a run; use --resume {out} to continue it, or "
+                           f"choose another --out")
+        recipe_obj = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
+        recipe_obj = recipe_obj.replace(**(overrides or {}))
+        device = _resolve_device(device)
+    recipe = recipe_obj
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    manifest = load(data)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        run_file.write_text(json.dumps({"data": str(data), "device": device,
+                                        "recipe": recipe.to_dict(),
+                                        "feature_cache": str(feature_cache) if feature_cache
+                                        else None, "started": time.strftime("%Y-%m-%dT%H:%M:%S")},
+                                       indent=2))
+        (out / "config.json").write_text(json.dumps(recipe.to_dict(), indent=2))
+    table = _resolve_splits(manifest, recipe, splits, out)
+    folds = _folds(table, recipe)
+    usable = np.flatnonzero(table["fold"].astype(str).to_numpy() != TEST)
+    classes = training_classes(manifest, usable, recipe)
+    targets = np.full(len(manifest), -1, dtype=np.int64)
+    targets[usable] = [classes.index(c) for c in assign_classes(
+        manifest.taxonomy, manifest.table["label"].to_numpy()[usable], classes)]
+
+    features = backbone = cfg = None
+    if recipe.mode == "features":
+        from dermlearn.training.features import FeatureCache, extract_features
+
+        backbone = create_backbone(recipe.backbone, weights=recipe.weights, num_classes=0)
+        cfg = _preprocess_config(backbone, recipe)
+        cache = FeatureCache(Path(feature_cache)) if feature_cache else FeatureCache.default()
+        features = extract_features(manifest.subset(usable), backbone, cfg, cache=cache,
+                                    batch_size=recipe.batch_size, num_workers=recipe.num_workers,
+                                    progress=progress)
+        full = np.zeros((len(manifest), features.shape[1]), dtype=np.float32)
+        full[usable] = features
+        features = full
+
+    member_dir = out / "model" / "members" if len(folds) > 1 else None
+    frames, per_fold = [], {}
+    for fold in folds:
+        pred_path = out / f"val_predictions_fold_{fold.fold}.csv"
+        model_dir = member_dir / fold.fold if member_dir else out / "model"
+        if pred_path.exists() and (model_dir / "config.json").exists():
+            frame = pd.read_csv(pred_path, dtype={"fold": str})  # finished before a restart
+        else:
+            if recipe.mode == "features":
+                model, config, probs = _train_fold_features(manifest, fold, targets, classes,
+                                                            recipe, features, backbone, cfg)
+            else:
+                model, config, probs = _train_fold_lightning(manifest, fold, targets, classes,
+                                                             recipe, out, device, progress)
+            config["fold"] = fold.fold
+            frame = _write_predictions(pred_path, manifest, fold.val_rows, probs, classes,
+                                       np.full(len(fold.val_rows), fold.fold))
+            config["validation"] = _headline(evaluate_predictions(frame, classes, manifest))
+            save_model(model, model_dir, config)
+        frames.append(frame)
+        per_fold[fold.fold] = evaluate_predictions(frame, classes, manifest)
+
+    predictions = pd.concat(frames, ignore_index=True)
+    predictions.to_csv(out / "val_predictions.csv", index=False)
+    metrics = evaluate_predictions(predictions, classes, manifest)
+    metrics.update({"classes": classes, "recipe": recipe.name, "backbone": recipe.backbone,
+                    "mode": recipe.mode, "n_train_images": int(len(usable)),
+                    "validation": "out-of-fold" if len(folds) > 1 else "lesion-grouped hold-out"})
+    if len(folds) > 1:
+        metrics["folds"] = {k: _headline(m) for k, m in per_fold.items()}
+        metrics["cv"] = _summarise_folds(per_fold)
+        _write_ensemble(out / "model", folds)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_jsonable))
+    return metrics
+
+
+def _headline(metrics: dict) -> dict:
+    out = {k: metrics[k] for k in ("n", "accuracy", "balanced_accuracy", "auc_macro")}
+    out["per_class_auc"] = {c: v["auc"] for c, v in metrics["per_class"].items()}
+    for level, m in metrics.get("levels", {}).items():
+        if "auc" in m:
+            out[f"{level}_auc"] = m["auc"]
+    return out
+
+
+def _write_ensemble(model_dir: Path, folds: list[FoldData]) -> None:
+    """``model/config.json`` describing an average over ``members/K`` (no weights of its own)."""
+    first = read_config(model_dir / "members" / folds[0].fold)
+    config = {k: v for k, v in first.items() if k not in ("fold", "validation")}
+    config["ensemble"] = [f"members/{f.fold}" for f in folds]
+    (model_dir / "config.json").write_text(json.dumps(config, indent=2, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    raise TypeError(type(value).__name__)
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RunError("--device cuda asked for, but no CUDA GPU is visible to PyTorch")
+    if device not in ("cpu", "cuda"):
+        raise RunError(f"device must be cpu, cuda or auto, not {device!r}")
+    return device
