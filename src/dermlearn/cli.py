@@ -89,6 +89,79 @@ def _cmd_taxonomy_show(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- train / predict ------------------------------------------------------------------
+#: CLI flags that override recipe fields (flag dest -> recipe field); unset flags change nothing.
+TRAIN_OVERRIDES = ("backbone", "weights", "mode", "epochs", "batch_size", "lr", "folds",
+                   "val_fraction", "seed", "image_size", "unfreeze", "max_class_size",
+                   "num_workers", "metadata", "head", "precision", "sampler", "class_cap",
+                   "early_stopping", "augment")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from dermlearn.training import load_recipe
+    from dermlearn.training.run import train
+
+    overrides = {k: getattr(args, k) for k in TRAIN_OVERRIDES if getattr(args, k) is not None}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise DermlearnError(f"--set expects FIELD=VALUE, got {item!r}")
+        overrides[key.strip()] = _parse_value(value)
+    if args.resume:
+        metrics = train(out=args.resume, resume=True, progress=not args.quiet)
+        out = args.resume
+    else:
+        if args.data is None or args.out is None:
+            raise DermlearnError("train needs DATA and --out RUN (or --resume RUN)")
+        recipe = load_recipe(args.config, **overrides) if args.config else args.recipe
+        metrics = train(args.data, args.out, recipe=recipe,
+                        overrides=None if args.config else overrides, splits=args.splits,
+                        device=args.device, progress=not args.quiet,
+                        feature_cache=args.feature_cache)
+        out = args.out
+    print(_format_metrics(metrics))
+    print(f"\nmodel: {out}/model   metrics: {out}/metrics.json   history: {out}/history.csv")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from dermlearn.serving import predict
+
+    table = predict(args.model, args.inputs, level=args.level, tta=args.tta,
+                    batch_size=args.batch_size, progress=not args.quiet)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False, float_format="%.6f")
+    print(f"wrote {out}: {len(table)} images x {len(table.columns) - 1} "
+          f"{'groups of ' + args.level if args.level else 'classes'}")
+    return 0
+
+
+def _parse_value(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def _format_metrics(metrics: dict) -> str:
+    lines = [f"validation ({metrics.get('validation', '')}, n={metrics['n']}): "
+             f"accuracy {metrics['accuracy']:.3f}  balanced accuracy "
+             f"{metrics['balanced_accuracy']:.3f}  macro AUC {metrics['auc_macro']:.3f}"]
+    aucs = ", ".join(f"{c} {v['auc']:.3f}" for c, v in metrics["per_class"].items()
+                     if v["auc"] is not None)
+    lines.append(f"per-class AUC: {aucs}")
+    for level in ("melanoma_vs_rest", "malignant_vs_benign", "esteva3"):
+        if level in metrics.get("levels", {}):
+            m = metrics["levels"][level]
+            extra = f"  AUC {m['auc']:.3f}" if m.get("auc") is not None else ""
+            lines.append(f"{level}: accuracy {m['accuracy']:.3f}  balanced accuracy "
+                         f"{m['balanced_accuracy']:.3f}{extra}")
+    if "cv" in metrics:
+        lines.append("cross-validation (mean ± sd over folds): " + ", ".join(
+            f"{k} {v['mean']:.3f} ± {v['sd']:.3f}" for k, v in metrics["cv"].items()))
+    return "\n".join(lines)
+
+
 # -- demo -----------------------------------------------------------------------------------
 def _cmd_demo(args: argparse.Namespace) -> int:
     from dermlearn.demo import run_demo
@@ -145,6 +218,54 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--max-class-size", type=int, default=1000,
                       help="partitioning threshold (Esteva: 1000)")
     show.set_defaults(func=_cmd_taxonomy_show)
+
+    train = commands.add_parser("train", help="fine-tune a pretrained CNN (transfer learning)")
+    train.add_argument("data", nargs="?", help=data_help)
+    train.add_argument("--out", help="run directory to create")
+    train.add_argument("--recipe", default="default",
+                       help="default | esteva2017 | benedetti2020 (see docs)")
+    train.add_argument("--config", help="YAML/JSON file of recipe fields (recipe: NAME as base)")
+    train.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                       help="override any recipe field, e.g. --set label_smoothing=0")
+    train.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
+    train.add_argument("--splits", help="use this split CSV (checked for lesion leakage)")
+    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    train.add_argument("--feature-cache", help="feature cache folder (features mode)")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--backbone", help="timm model name or preset (efficientnet_lite0, "
+                       "inception_v3, resnet50, vgg16, inception_resnet_v2, ...)")
+    train.add_argument("--weights", help="default | bundled | timm | none | PATH")
+    train.add_argument("--mode", choices=["features", "finetune", "full", "progressive"])
+    train.add_argument("--unfreeze", type=int, help="top N blocks trained (finetune/progressive)")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--folds", type=int, help="train K lesion-grouped folds (an ensemble)")
+    train.add_argument("--val-fraction", type=float, help="lesion-grouped validation share")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--image-size", type=int)
+    train.add_argument("--max-class-size", type=int,
+                       help="training classes by Esteva's partitioning algorithm")
+    train.add_argument("--num-workers", type=int)
+    train.add_argument("--metadata", action="store_true", default=None,
+                       help="fuse age, sex and site into the head")
+    train.add_argument("--head", choices=["logreg", "mlp"], help="features-mode head")
+    train.add_argument("--precision", choices=["32", "bf16-mixed", "16-mixed"])
+    train.add_argument("--sampler", choices=["none", "balanced"])
+    train.add_argument("--class-cap", type=int, help="images per class per epoch")
+    train.add_argument("--early-stopping", type=int, metavar="PATIENCE")
+    train.add_argument("--augment", choices=["default", "esteva", "benedetti", "none"])
+    train.set_defaults(func=_cmd_train)
+
+    pred = commands.add_parser("predict", help="score images with a trained model (ISIC CSV)")
+    pred.add_argument("model", help="model directory (RUN/model or RUN)")
+    pred.add_argument("inputs", nargs="+", help="image files, a folder of images, or a dataset")
+    pred.add_argument("--out", default="predictions.csv")
+    pred.add_argument("--level", help="taxonomy level via PA (e.g. malignant_vs_benign, esteva3)")
+    pred.add_argument("--tta", type=int, default=1, help="test-time views to average (1-8)")
+    pred.add_argument("--batch-size", type=int, default=32)
+    pred.add_argument("--quiet", action="store_true")
+    pred.set_defaults(func=_cmd_predict)
 
     demo = commands.add_parser("demo", help="run the main job end to end")
     demo.add_argument("--out", default="demo-out", help="output folder (default demo-out)")

@@ -1,12 +1,14 @@
 """The main job, end to end, on the embedded synthetic set or a real dataset.
 
 ``run_demo(out)`` writes into ``out``: the data summary (``inspect.json``), the taxonomy with
-per-node counts and the training classes from Esteva's partitioning (``taxonomy.txt``), and
-lesion-grouped folds (``splits.csv``, ``splits_summary.csv``).
+per-node counts and the training classes from Esteva's partitioning (``taxonomy.txt``),
+lesion-grouped folds (``splits.csv``, ``splits_summary.csv``), a fine-tuned model with its
+validation metrics (``run/``) and predictions for the validation images (``predictions.csv``).
 """
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from dermlearn.data import load
@@ -14,28 +16,38 @@ from dermlearn.data.synthetic import make_synthetic_dataset
 from dermlearn.splits import make_splits, save_splits, split_summary
 from dermlearn.taxonomy import assign_classes, partition
 
+#: A short fine-tune that shows the whole pipeline in a few minutes on a laptop CPU; on real
+#: data use ``dermlearn train`` with the default recipe for full results.
+DEMO_TRAINING = {"epochs": 4, "image_size": 128, "batch_size": 16}
+
 SYNTHETIC_CLASSES = ("mel", "nv", "bkl", "bcc")
 
 
 def run_demo(out: str | Path = "demo-out", *, data: str | Path | None = None, seed: int = 0,
-             folds: int = 5, max_class_size: int = 1000, verbose: bool = True) -> dict:
-    """Run data -> taxonomy -> splits; returns a summary dict (also written as ``demo.json``)."""
+             folds: int = 5, max_class_size: int = 1000, training: dict | None = None,
+             verbose: bool = True) -> dict:
+    """Run data -> taxonomy -> splits -> training -> prediction; returns a summary dict (also
+    written as ``demo.json``). ``training`` overrides recipe fields of the short fine-tune."""
+    from dermlearn.cli import _format_metrics
+    from dermlearn.serving import predict
+    from dermlearn.training.run import train
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     say = print if verbose else (lambda *a, **k: None)
 
     if data is None:
-        say("[1/3] data: generating a SYNTHETIC dermoscopy-like set (not real patients) ...")
+        say("[1/5] data: generating a SYNTHETIC dermoscopy-like set (not real patients) ...")
         data = make_synthetic_dataset(out / "synthetic", classes=SYNTHETIC_CLASSES, seed=seed)
     else:
-        say(f"[1/3] data: reading {data} ...")
+        say(f"[1/5] data: reading {data} ...")
     manifest = load(data)
     summary = manifest.summary()
     (out / "inspect.json").write_text(json.dumps(summary, indent=2, default=str))
     say(f"      {summary['n_images']} images, {summary['n_lesions']} lesions, classes "
         + ", ".join(f"{c}={n}" for c, n in summary["classes"].items()))
 
-    say(f"[2/3] taxonomy: {manifest.taxonomy.name}; partitioning with max class size "
+    say(f"[2/5] taxonomy: {manifest.taxonomy.name}; partitioning with max class size "
         f"{max_class_size} ...")
     counts = manifest.class_counts()
     classes = partition(manifest.taxonomy, counts, max_class_size)
@@ -44,16 +56,33 @@ def run_demo(out: str | Path = "demo-out", *, data: str | Path | None = None, se
                                       + "\n\ntraining classes: " + ", ".join(classes) + "\n")
     say(f"      training classes: {', '.join(classes)}")
 
-    say(f"[3/3] splits: {folds} stratified folds grouped by lesion ...")
+    say(f"[3/5] splits: {folds} stratified folds grouped by lesion ...")
     splits = make_splits(manifest, folds, group="lesion", seed=seed)
     splits["target"] = targets
     save_splits(splits, out / "splits.csv")
     table = split_summary(splits)
     table.to_csv(out / "splits_summary.csv")
     say(table.to_string())
+
+    recipe = {**DEMO_TRAINING, "seed": seed, **(training or {})}
+    say(f"[4/5] training: default recipe, fine-tuning the pretrained backbone "
+        f"({', '.join(f'{k}={v}' for k, v in recipe.items())}); validation = fold 0 ...")
+    run = out / "run"
+    if run.exists():
+        shutil.rmtree(run)
+    metrics = train(data, run, overrides=recipe, splits=out / "splits.csv", progress=verbose)
+    say(_format_metrics(metrics))
+
+    say("[5/5] predicting the validation images with the saved model ...")
+    val_ids = splits.loc[splits["fold"] == "0", "image_id"]
+    paths = manifest.table.set_index("image_id").loc[val_ids, "path"].tolist()
+    predictions = predict(run / "model", paths)
+    predictions["image"] = val_ids.to_numpy()
+    predictions.to_csv(out / "predictions.csv", index=False, float_format="%.6f")
     result = {"data": str(data), "n_images": len(manifest), "n_lesions": manifest.n_lesions,
               "classes": counts, "training_classes": classes,
               "max_class_share_deviation_pts": float(table["max_dev_pts"].max()),
+              "validation": {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "auc_macro")},
               "out": str(out)}
     (out / "demo.json").write_text(json.dumps(result, indent=2))
     say(f"done: results in {out}/")

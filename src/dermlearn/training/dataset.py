@@ -90,10 +90,11 @@ class EpochSampler(Sampler):
         return len(self.targets)
 
 
-def class_weights(targets: Sequence[int], num_classes: int) -> np.ndarray:
-    """'Balanced' weights n / (C * n_c) per class, shape (C,); absent classes get weight 0."""
+def class_weights(targets: Sequence[int], num_classes: int, power: float = 1.0) -> np.ndarray:
+    """Loss weights ``(n / (C * n_c)) ** power`` per class, shape (C,): power 1 is scikit-learn's
+    'balanced', 0.5 its square root (milder); absent classes get weight 0."""
     counts = np.bincount(np.asarray(targets), minlength=num_classes).astype(float)
     present = counts > 0
     weights = np.zeros(num_classes)
-    weights[present] = counts.sum() / (present.sum() * counts[present])
+    weights[present] = (counts.sum() / (present.sum() * counts[present])) ** power
     return weights

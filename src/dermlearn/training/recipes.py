@@ -64,6 +64,7 @@ class Recipe:
     # imbalance and augmentation
     augment: str = "default"
     class_weights: bool = True
+    class_weight_power: float = 0.5       # weights (n / (C n_c)) ** power; 1 = fully balanced
     sampler: str = "none"
     class_cap: int | None = None          # per-class images per epoch (undersample / oversample)
     # control
@@ -136,7 +137,7 @@ RECIPES: dict[str, Recipe] = {
         name="benedetti2020", backbone="inception_resnet_v2", image_size=299, mode="finetune",
         unfreeze=4, optimizer="sgd", lr=6e-4, momentum=0.9, nesterov=True, weight_decay=0.0,
         scheduler="none", warmup_epochs=0, label_smoothing=0.0, batch_size=10,
-        class_weights=True, class_cap=450, augment="benedetti", early_stopping=15,
+        class_weights=True, class_weight_power=1.0, class_cap=450, augment="benedetti", early_stopping=15,
         second_round_epochs=20, second_round_lr_factor=0.1, epochs=100, drop_rate=0.0),
 }
 

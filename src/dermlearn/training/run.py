@@ -158,7 +158,7 @@ def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarra
                           drop_last=len(sampler) > recipe.batch_size, **loader_kw)
     val_dl = DataLoader(val_ds, batch_size=recipe.batch_size * 2,
                         sampler=EpochSampler(targets[fold.val_rows], shuffle=False), **loader_kw)
-    weights = class_weights(targets[fold.train_rows], len(classes)) \
+    weights = class_weights(targets[fold.train_rows], len(classes), recipe.class_weight_power) \
         if recipe.class_weights else None
     module = LesionModule(model, recipe, classes, weights)
     ckpt_dir = out / "checkpoints" / f"fold_{fold.fold}"

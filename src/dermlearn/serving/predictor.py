@@ -1,0 +1,165 @@
+"""Inference with a saved model (single or fold ensemble), with test-time augmentation and PA.
+
+>>> predictor = Predictor.load("runs/ham/model")
+>>> probs = predictor.predict_images([read_image("lesion.jpg")])     # (1, C)
+>>> table = predict("runs/ham/model", "photos/", level="malignant_vs_benign")
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from dermlearn.data.images import IMAGE_EXTENSIONS, read_image
+from dermlearn.errors import DermlearnError
+from dermlearn.models.classifier import LesionClassifier, MetadataEncoder, load_model, read_config
+from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
+from dermlearn.taxonomy import Taxonomy, aggregate
+
+#: Test-time views, in the order ``tta=N`` takes them: dermoscopy has no canonical orientation.
+TTA_VIEWS = ("identity", "hflip", "vflip", "rot180", "transpose", "rot90", "rot270", "transverse")
+
+
+def _view(batch: torch.Tensor, name: str) -> torch.Tensor:
+    """A geometric view of an image batch (N, 3, H, W)."""
+    if name == "identity":
+        return batch
+    if name == "hflip":
+        return batch.flip(3)
+    if name == "vflip":
+        return batch.flip(2)
+    if name == "rot180":
+        return batch.flip(2).flip(3)
+    if name == "transpose":
+        return batch.transpose(2, 3)
+    if name == "rot90":
+        return batch.rot90(1, (2, 3))
+    if name == "rot270":
+        return batch.rot90(3, (2, 3))
+    return batch.rot90(1, (2, 3)).flip(3)
+
+
+class _ImageFiles(Dataset):
+    def __init__(self, paths: Sequence[str], transform):
+        self.paths, self.transform = list(paths), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(read_image(self.paths[i]))
+
+
+class Predictor:
+    """Probabilities over a model's training classes; an ensemble averages its members."""
+
+    def __init__(self, members: Sequence[LesionClassifier], config: dict, device: str = "cpu"):
+        self.members = [m.eval().to(device) for m in members]
+        self.config = config
+        self.device = device
+        self.classes: list[str] = list(config["classes"])
+        self.taxonomy = Taxonomy.from_dict(config["taxonomy"])
+        self.preprocess = PreprocessConfig.from_dict(config["preprocess"])
+        self.transform = eval_transform(self.preprocess)
+        self.temperature = float(config.get("temperature", 1.0))
+        meta = config.get("metadata")
+        self.metadata_encoder = MetadataEncoder.from_dict(meta) if meta else None
+        for m in self.members:
+            m.to(memory_format=torch.channels_last)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> "Predictor":
+        """Load ``model/`` (or a run directory holding one)."""
+        directory = Path(directory)
+        if (directory / "model" / "config.json").exists():  # a run directory
+            directory = directory / "model"
+        config = read_config(directory)
+        members = [load_model(directory / m)[0] for m in config.get("ensemble", [])] or \
+            [load_model(directory)[0]]
+        return cls(members, config, device)
+
+    @torch.inference_mode()
+    def predict_batch(self, batch: torch.Tensor, metadata: torch.Tensor | None = None,
+                      tta: int = 1) -> np.ndarray:
+        """Probabilities (N, C) for a preprocessed batch (N, 3, H, W)."""
+        if not 1 <= tta <= len(TTA_VIEWS):
+            raise DermlearnError(f"tta must be between 1 and {len(TTA_VIEWS)}, not {tta}")
+        if self.metadata_encoder is not None and metadata is None:
+            metadata = torch.from_numpy(np.stack(
+                [self.metadata_encoder.encode(None, None, None)] * len(batch)))
+        batch = batch.to(self.device)
+        total = torch.zeros(len(batch), len(self.classes), dtype=torch.float64)
+        for name in TTA_VIEWS[:tta]:
+            view = _view(batch, name).contiguous(memory_format=torch.channels_last)
+            for model in self.members:
+                logits = model(view, metadata) if model.metadata is not None else model(view)
+                total += torch.softmax(logits.float() / self.temperature, dim=1).double().cpu()
+        return (total / (tta * len(self.members))).numpy()
+
+    def predict_images(self, images: Sequence[Image.Image], tta: int = 1) -> np.ndarray:
+        """Probabilities (N, C) for decoded RGB images."""
+        batch = torch.stack([self.transform(img) for img in images])
+        return self.predict_batch(batch, tta=tta)
+
+    def predict_paths(self, paths: Sequence[str], *, tta: int = 1, batch_size: int = 32,
+                      num_workers: int = 2, progress: bool = False) -> np.ndarray:
+        """Probabilities (N, C) for image files, decoded in streaming worker processes."""
+        from tqdm.auto import tqdm
+
+        loader = DataLoader(_ImageFiles(paths, self.transform), batch_size=batch_size,
+                            num_workers=num_workers if len(paths) > batch_size else 0)
+        out = []
+        with tqdm(total=len(paths), unit="img", desc="predicting", disable=not progress) as bar:
+            for batch in loader:
+                out.append(self.predict_batch(batch, tta=tta))
+                bar.update(len(batch))
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
+
+    def to_level(self, probs: np.ndarray, level: str) -> tuple[np.ndarray, list[str]]:
+        """PA: probabilities of ``level``'s groups (N, G) from class probabilities (N, C)."""
+        return aggregate(probs, self.classes, self.taxonomy, level)
+
+
+def resolve_inputs(inputs: Sequence[str | Path]) -> tuple[list[str], list[str]]:
+    """(image ids, paths) from image files, folders of images, or one dataset spec."""
+    from dermlearn.data import load
+
+    items = [Path(str(i)) for i in inputs]
+    if all(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in items):
+        return [p.stem for p in items], [str(p) for p in items]
+    if len(items) == 1:
+        folder = items[0]
+        direct = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS) \
+            if folder.is_dir() else []
+        if direct:
+            return [p.stem for p in direct], [str(p) for p in direct]
+        manifest = load(str(inputs[0]), strict=False)
+        missing = [p for p in manifest.problems if p.kind == "missing_file"]
+        if missing:
+            raise DermlearnError(f"{len(missing)} images of {inputs[0]} are missing, e.g. "
+                                 f"{missing[0].message}")
+        return manifest.image_ids, manifest.table["path"].tolist()
+    bad = [str(p) for p in items if not (p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)]
+    raise DermlearnError(f"not image files: {', '.join(bad[:5])}")
+
+
+def predict(model_dir: str | Path, inputs: str | Path | Sequence[str | Path], *,
+            level: str | None = None, tta: int = 1, batch_size: int = 32,
+            progress: bool = False) -> pd.DataFrame:
+    """ISIC-format table: ``image`` then one probability column per class (or per ``level``
+    group, summed up the taxonomy by PA)."""
+    predictor = Predictor.load(model_dir)
+    inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    ids, paths = resolve_inputs(inputs)
+    probs = predictor.predict_paths(paths, tta=tta, batch_size=batch_size, progress=progress)
+    columns = predictor.classes
+    if level:
+        probs, columns = predictor.to_level(probs, level)
+    table = pd.DataFrame(probs, columns=columns)
+    table.insert(0, "image", ids)
+    return table

@@ -1,0 +1,154 @@
+"""Training end to end on tiny synthetic data: each mode and recipe, folds, resume, predict."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+
+from dermlearn.data.synthetic import make_synthetic_dataset
+from dermlearn.serving import Predictor, predict
+from dermlearn.training.run import RunError, train
+
+TINY = dict(image_size=64, batch_size=8, num_workers=0, epochs=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    make_synthetic_dataset(root, n_lesions_per_class=6, images_per_lesion=(1, 2),
+                           classes=("mel", "nv", "bkl"), size=96, seed=1)
+    return root
+
+
+def test_finetune_writes_a_complete_run(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    metrics = train(tiny_data, run, overrides=TINY, progress=False)
+    for name in ("run.json", "config.json", "splits.csv", "history.csv", "metrics.json",
+                 "val_predictions.csv", "model/model.safetensors", "model/config.json"):
+        assert (run / name).exists(), name
+    assert 0 <= metrics["balanced_accuracy"] <= 1 and set(metrics["per_class"]) == {"nv", "bkl", "mel"}
+    assert "melanoma_vs_rest" in metrics["levels"] and "auc" in metrics["levels"]["melanoma_vs_rest"]
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["classes"] == ["nv", "bkl", "mel"] and config["preprocess"]["input_size"] == [3, 64, 64]
+    assert config["recipe"]["image_size"] == 64 and config["taxonomy"]["name"] == "dermatology"
+    history = pd.read_csv(run / "history.csv")
+    assert list(history["epoch"]) == [0] and history["images_per_s"].iloc[0] > 0
+    # Predicting the validation images again reproduces the saved validation probabilities.
+    val = pd.read_csv(run / "val_predictions.csv")
+    manifest = pd.read_csv(tiny_data / "manifest.csv").set_index("image_id")
+    paths = [str(tiny_data / manifest.loc[i, "path"]) for i in val["image"]]
+    again = predict(run / "model", paths)
+    np.testing.assert_allclose(again[["nv", "bkl", "mel"]].to_numpy(),
+                               val[["nv", "bkl", "mel"]].to_numpy(), atol=1e-5)
+    level = predict(run, paths[:2], level="malignant_vs_benign", tta=4)
+    assert list(level.columns) == ["image", "malignant", "benign"]
+    np.testing.assert_allclose(level[["malignant", "benign"]].sum(axis=1), 1.0, atol=1e-9)
+    with pytest.raises(RunError, match="already holds a run"):
+        train(tiny_data, run, overrides=TINY, progress=False)
+
+
+@pytest.mark.parametrize("mode, extra", [("full", {}), ("progressive", {"epochs": 2}),
+                                         ("finetune", {"metadata": True, "sampler": "balanced"})])
+def test_modes(tiny_data, tmp_path, mode, extra):
+    metrics = train(tiny_data, tmp_path / mode, overrides={**TINY, "mode": mode, **extra},
+                    progress=False)
+    assert metrics["mode"] == mode and np.isfinite(metrics["accuracy"])
+    model = Predictor.load(tmp_path / mode)
+    assert model.classes == ["nv", "bkl", "mel"]
+
+
+def test_features_mode(tiny_data, tmp_path):
+    cache = tmp_path / "cache"
+    metrics = train(tiny_data, tmp_path / "feat", overrides={**TINY, "mode": "features"},
+                    feature_cache=cache, progress=False)
+    assert metrics["mode"] == "features" and any(cache.rglob("*"))
+    val = pd.read_csv(tmp_path / "feat" / "val_predictions.csv")
+    again = predict(tmp_path / "feat", [str(p) for p in _paths(tiny_data, val["image"])])
+    np.testing.assert_allclose(again[metrics["classes"]].to_numpy(),
+                               val[metrics["classes"]].to_numpy(), atol=1e-4)
+
+
+def _paths(root: Path, ids) -> list[Path]:
+    manifest = pd.read_csv(root / "manifest.csv").set_index("image_id")
+    return [root / manifest.loc[i, "path"] for i in ids]
+
+
+def test_esteva_recipe_partitions_and_aggregates(tiny_data, tmp_path):
+    metrics = train(tiny_data, tmp_path / "esteva", recipe="esteva2017",
+                    overrides={**TINY, "weights": "none", "image_size": 96, "max_class_size": 12},
+                    progress=False)
+    classes = metrics["classes"]
+    assert "mel" not in classes or len(classes) >= 2  # partitioned from the tree, not the labels
+    assert all(c in ("nv", "bkl", "mel", "benign", "benign_melanocytic", "benign_epidermal",
+                     "malignant", "malignant_melanoma", "skin_lesion") for c in classes)
+    config = json.loads((tmp_path / "esteva" / "model" / "config.json").read_text())
+    assert config["backbone"] == "inception_v3" and config["recipe"]["optimizer"] == "rmsprop"
+    assert "esteva3" in metrics["levels"]
+
+
+def test_benedetti_recipe_second_round(tiny_data, tmp_path):
+    run = tmp_path / "bene"
+    train(tiny_data, run, recipe="benedetti2020",
+          overrides={**TINY, "weights": "none", "image_size": 96, "class_cap": 6,
+                     "early_stopping": 1, "second_round_epochs": 1, "batch_size": 6},
+          progress=False)
+    history = pd.read_csv(run / "history.csv")
+    assert sorted(set(history["round"])) == [1, 2]
+    assert (run / "checkpoints" / "fold_0" / "round2" / "last.ckpt").exists()
+    assert json.loads((run / "model" / "config.json").read_text())["backbone"] == "inception_resnet_v2"
+
+
+def test_folds_make_an_ensemble(tiny_data, tmp_path):
+    run = tmp_path / "cv"
+    metrics = train(tiny_data, run, overrides={**TINY, "folds": 2, "mode": "finetune"},
+                    progress=False)
+    assert set(metrics["folds"]) == {"0", "1"} and "balanced_accuracy" in metrics["cv"]
+    val = pd.read_csv(run / "val_predictions.csv", dtype={"fold": str})
+    assert len(val) == len(pd.read_csv(tiny_data / "manifest.csv"))  # every image out-of-fold once
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["ensemble"] == ["members/0", "members/1"]
+    assert len(Predictor.load(run).members) == 2
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dermlearn.cli", *args]
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tiny_data, tmp_path):
+    args = ["--epochs", "4", "--image-size", "64", "--batch-size", "8", "--num-workers", "0",
+            "--quiet", "--seed", "7"]
+    full = tmp_path / "full"
+    subprocess.run(_cli("train", str(tiny_data), "--out", str(full), *args), check=True,
+                   capture_output=True, timeout=600)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli("train", str(tiny_data), "--out", str(killed), *args),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = killed / "history.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if history.exists() and len(history.read_text().splitlines()) >= 2:  # epoch 0 done
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
+    result = subprocess.run(_cli("train", "--resume", str(killed), "--quiet"), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    a = load_file(str(full / "model" / "model.safetensors"))
+    b = load_file(str(killed / "model" / "model.safetensors"))
+    for key in a:
+        np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), atol=1e-6, err_msg=key)
+    ma = json.loads((full / "metrics.json").read_text())
+    mb = json.loads((killed / "metrics.json").read_text())
+    assert ma["balanced_accuracy"] == pytest.approx(mb["balanced_accuracy"])
+    assert len(pd.read_csv(killed / "history.csv")) == 4

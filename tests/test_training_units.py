@@ -1,0 +1,107 @@
+"""Pure pieces of training: recipes, the Esteva crop, samplers, class weights, freezing schedule."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dermlearn.training.augment import RotateInscribedCrop, inscribed_rectangle
+from dermlearn.training.dataset import EpochSampler, class_weights
+from dermlearn.training.module import trainable_blocks
+from dermlearn.training.recipes import RECIPES, RecipeError, get_recipe, load_recipe
+
+
+def test_recipes_follow_their_papers():
+    esteva, bene = RECIPES["esteva2017"], RECIPES["benedetti2020"]
+    assert (esteva.backbone, esteva.image_size, esteva.mode, esteva.optimizer) == \
+        ("inception_v3", 299, "full", "rmsprop")
+    assert (esteva.rmsprop_alpha, esteva.momentum, esteva.eps, esteva.lr) == (0.9, 0.9, 0.1, 1e-3)
+    assert (esteva.step_epochs, esteva.step_gamma, esteva.max_class_size) == (30, 1 / 16, 1000)
+    assert (bene.backbone, bene.optimizer, bene.nesterov, bene.lr, bene.batch_size) == \
+        ("inception_resnet_v2", "sgd", True, 6e-4, 10)
+    assert (bene.class_cap, bene.early_stopping, bene.second_round_epochs) == (450, 15, 20)
+
+
+def test_recipe_overrides_and_files(tmp_path):
+    r = get_recipe("esteva2017", epochs=3, backbone="efficientnet_lite0")
+    assert r.epochs == 3 and r.optimizer == "rmsprop" and r.name == "esteva2017"
+    with pytest.raises(RecipeError, match="unknown recipe field"):
+        get_recipe("default", epohcs=3)
+    with pytest.raises(RecipeError, match="mode='frozen' is not one of"):
+        get_recipe("default", mode="frozen")
+    with pytest.raises(RecipeError, match="unknown recipe 'nope'"):
+        get_recipe("nope")
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text("recipe: benedetti2020\nepochs: 2\nbatch_size: 4\n")
+    r = load_recipe(cfg, lr=0.01)
+    assert (r.name, r.epochs, r.batch_size, r.lr, r.optimizer) == ("benedetti2020", 2, 4, 0.01, "sgd")
+    (tmp_path / "bad.yaml").write_text("epochs: [\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("w, h, deg", [(200, 150, 0), (200, 150, 30), (150, 200, 45),
+                                       (300, 100, 10), (300, 100, 80), (100, 100, 45)])
+def test_inscribed_rectangle_fits_and_is_tight(w, h, deg):
+    a = math.radians(deg)
+    rw, rh = inscribed_rectangle(w, h, a)
+    # All four corners of the centred crop, rotated back, must lie inside the original image.
+    for sx, sy in [(-1, -1), (-1, 1), (1, -1), (1, 1)]:
+        x, y = sx * rw / 2, sy * rh / 2
+        xr, yr = x * math.cos(a) + y * math.sin(a), -x * math.sin(a) + y * math.cos(a)
+        assert abs(xr) <= w / 2 + 1e-6 and abs(yr) <= h / 2 + 1e-6
+    if deg == 0:
+        assert (rw, rh) == pytest.approx((w, h))
+    # Tight: growing it by 2% in both directions leaves the image.
+    grown = [(sx * rw * 1.01, sy * rh * 1.01) for sx, sy in [(-1, -1), (-1, 1), (1, -1), (1, 1)]]
+    assert any(abs(x * math.cos(a) + y * math.sin(a)) > w / 2 or
+               abs(-x * math.sin(a) + y * math.cos(a)) > h / 2 for x, y in grown)
+
+
+def test_rotate_crop_has_no_black_corners():
+    img = Image.new("RGB", (200, 150), (200, 150, 120))
+    import random
+    random.seed(3)
+    for _ in range(10):
+        out = np.asarray(RotateInscribedCrop()(img))
+        assert out.min() > 100  # no fill colour from outside the photo
+
+
+def test_epoch_sampler_is_a_pure_function_of_seed_and_epoch():
+    targets = np.array([0] * 50 + [1] * 10 + [2] * 3)
+    s = EpochSampler(targets, seed=5)
+    s.set_epoch(2)
+    first = list(s)
+    s.set_epoch(0)
+    s.set_epoch(2)
+    assert list(s) == first and sorted(r for r, _ in first) == list(range(len(targets)))
+    s.set_epoch(3)
+    assert list(s) != first
+    capped = EpochSampler(targets, seed=1, class_cap=8)
+    rows = [r for r, _ in capped]
+    assert len(rows) == len(capped) == 24
+    assert np.bincount(targets[rows]).tolist() == [8, 8, 8]
+    balanced = EpochSampler(np.array([0] * 900 + [1] * 100), seed=0, balanced=True)
+    share = np.mean([np.array([0] * 900 + [1] * 100)[r] for r, _ in balanced])
+    assert 0.4 < share < 0.6
+    eval_rows = list(EpochSampler(targets, shuffle=False))
+    assert eval_rows == [(i, None) for i in range(len(targets))]
+
+
+def test_class_weights():
+    w = class_weights([0, 0, 0, 1], 3)
+    assert w.tolist() == pytest.approx([4 / 6, 2.0, 0.0])
+    assert class_weights([0, 0, 0, 1], 3, power=0.5).tolist() == pytest.approx(
+        [math.sqrt(4 / 6), math.sqrt(2.0), 0.0])
+
+
+def test_freezing_schedules():
+    assert trainable_blocks(get_recipe(mode="full"), 9, 0) == 9
+    assert trainable_blocks(get_recipe(mode="finetune", unfreeze=4), 9, 5) == 4
+    assert trainable_blocks(get_recipe(mode="features"), 9, 0) == 0
+    r = get_recipe(mode="progressive", unfreeze=6, progressive_stages=3, epochs=8)
+    schedule = [trainable_blocks(r, 9, e) for e in range(8)]
+    assert schedule[0] == 0 and schedule[-1] == 6
+    assert schedule == sorted(schedule) and len(set(schedule)) == 4
