@@ -240,14 +240,24 @@ def test_model_key_depends_on_preprocessing_weights_views(backbone, tmp_path):
     assert cache.describe(from_file, SMALL)["model"]["weights"] == str(weights)
 
 
-def test_random_weights_are_not_cached(images, tmp_path):
+def test_random_weights_are_not_cached(images, tmp_path, caplog):
     random = create_backbone("efficientnet_lite0", weights="none", num_classes=0)
     cache = FeatureCache(tmp_path / "cache")
     with pytest.raises(FeatureCacheError, match="random") as err:
-        _extract(_manifest(images[:2]), random, cache)
-    assert isinstance(err.value, DermlearnError) and "cache=None" in str(err.value)
-    assert not (tmp_path / "cache").exists() or cache.model_keys() == []
-    assert _extract(_manifest(images[:2]), random, None).shape == (2, 1280)
+        cache.model_key(random, SMALL)
+    assert isinstance(err.value, DermlearnError) and "never be read again" in str(err.value)
+    with caplog.at_level("WARNING", logger="dermlearn.training.features"):
+        feats = _extract(_manifest(images[:2]), random, cache)  # extracted, not cached
+    assert feats.shape == (2, 1280) and "randomly initialised" in caplog.text
+    assert not (tmp_path / "cache").exists()
+
+
+def test_default_cache_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("DERMLEARN_FEATURE_CACHE", str(tmp_path / "here"))
+    assert FeatureCache.default().root == tmp_path / "here"
+    monkeypatch.delenv("DERMLEARN_FEATURE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert FeatureCache.default(dtype="float16").root == tmp_path / "xdg" / "dermlearn" / "features"
 
 
 def test_killed_extraction_keeps_finished_shards(backbone, images, tmp_path):

@@ -96,6 +96,41 @@ class LesionClassifier(nn.Module):
         return self.classify(self.features(images), metadata)
 
 
+def _mlp(num_features: int, hidden: int, dropout: float, num_classes: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, num_classes))
+
+
+def head_config(head: nn.Module) -> dict[str, Any]:
+    """JSON-safe description of a head from this module, for a model's ``config.json``.
+
+    ``{"type": "linear"}`` or ``{"type": "mlp", "hidden": H, "dropout": P}``;
+    :func:`build_head` rebuilds the same module (same state-dict keys) from it.
+    """
+    if isinstance(head, nn.Linear):
+        return {"type": "linear"}
+    layers = list(head.children()) if isinstance(head, nn.Sequential) else []
+    if (len(layers) == 4 and isinstance(layers[0], nn.Linear) and isinstance(layers[1], nn.ReLU)
+            and isinstance(layers[2], nn.Dropout) and isinstance(layers[3], nn.Linear)):
+        return {"type": "mlp", "hidden": layers[0].out_features, "dropout": float(layers[2].p)}
+    raise ModelError(f"not a dermlearn head: {head}")
+
+
+def build_head(config: Mapping[str, Any], num_features: int, num_classes: int) -> nn.Module:
+    """An untrained head of the shape :func:`head_config` describes (load the weights into it)."""
+    kind = config.get("type", "linear") if isinstance(config, Mapping) else None
+    if kind == "linear":
+        return nn.Linear(num_features, num_classes)
+    if kind == "mlp":
+        try:
+            return _mlp(num_features, int(config["hidden"]), float(config.get("dropout", 0.0)),
+                        num_classes)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"malformed mlp head config {dict(config)!r} ({exc})") from None
+    raise ModelError(f"unknown head config {config!r}: expected type 'linear' or 'mlp'")
+
+
+
 def save_model(model: LesionClassifier, directory: str | Path, config: Mapping[str, Any]) -> Path:
     """Write ``model.safetensors`` and ``config.json`` atomically into ``directory``."""
     directory = Path(directory)
@@ -143,9 +178,12 @@ def read_config(directory: str | Path) -> dict[str, Any]:
 def build_model(config: Mapping[str, Any]) -> LesionClassifier:
     """An untrained LesionClassifier with the architecture ``config`` describes."""
     backbone = create_backbone(config["backbone"], weights="none", num_classes=0)
-    return LesionClassifier(backbone, len(config["classes"]),
-                            metadata_dim=config.get("metadata", {}).get("dim", 0) if
-                            config.get("metadata") else 0)
+    model = LesionClassifier(backbone, len(config["classes"]),
+                             metadata_dim=config["metadata"]["dim"] if config.get("metadata")
+                             else 0)
+    if config.get("head", {"type": "linear"}).get("type") != "linear":
+        model.head = build_head(config["head"], model.head.in_features, len(config["classes"]))
+    return model
 
 
 def load_model(directory: str | Path) -> tuple[LesionClassifier, dict[str, Any]]:

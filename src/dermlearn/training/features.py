@@ -27,7 +27,9 @@ config, the test-time views and the timm version. An image key hashes the file's
 path, size and ``mtime_ns``, so a replaced or touched image is extracted again. Shards are
 written to a temporary file and renamed into place (``os.replace``): a killed extraction keeps
 every finished shard, and the next run extracts only what is missing. Randomly initialised
-weights (``--weights none``) are never cached (:class:`FeatureCacheError`).
+weights (``--weights none``) are never cached: :meth:`FeatureCache.model_key` raises
+:class:`FeatureCacheError`, and :func:`extract_features` warns and extracts without the cache.
+The default cache folder is ``$DERMLEARN_FEATURE_CACHE`` or ``~/.cache/dermlearn/features``.
 """
 from __future__ import annotations
 
@@ -49,11 +51,13 @@ from torch import nn
 
 from dermlearn.data.images import read_image
 from dermlearn.errors import DermlearnError, ImageDecodeError
+from dermlearn.models.classifier import _mlp, build_head, head_config  # noqa: F401 (re-exported)
 from dermlearn.models.errors import ModelError
 from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
 
 __all__ = [
     "ABSENT_CLASS_BIAS",
+    "CACHE_ENV",
     "CACHE_FORMAT",
     "VIEWS",
     "FeatureCache",
@@ -64,6 +68,7 @@ __all__ = [
     "FeatureCacheError",
     "FeaturesError",
     "cross_validate_features",
+    "default_cache_dir",
     "extract_features",
     "feature_extractor",
     "fit_logreg_head",
@@ -78,6 +83,8 @@ log = logging.getLogger(__name__)
 
 #: Version of the on-disk cache layout; part of every model key.
 CACHE_FORMAT = 1
+#: Environment variable naming the default feature cache folder.
+CACHE_ENV = "DERMLEARN_FEATURE_CACHE"
 #: Logit bias given to classes absent from a head's training targets (probability ~ 0).
 ABSENT_CLASS_BIAS = -1e4
 _RANDOM_WEIGHTS = "random initialisation"  # str(WeightSource("none"))
@@ -169,6 +176,16 @@ def _weights_description(model: nn.Module) -> str:
     return str(described) if described is not None else "unknown (not built by create_backbone)"
 
 
+def _refusal(extractor: nn.Module) -> str | None:
+    """Why the features of ``extractor`` must not be cached, or None."""
+    if _weights_description(extractor) == _RANDOM_WEIGHTS:
+        return (f"not caching features of {_arch(extractor)} with randomly initialised weights "
+                f"(--weights none): a new random initialisation gives different features on "
+                f"every run, so such a cache entry would never be read again and would only "
+                f"fill the disk; extract with cache=None, or use pretrained weights")
+    return None
+
+
 def state_digest(model: nn.Module) -> str:
     """SHA-256 over the names, dtypes, shapes and bytes of ``model.state_dict()`` (sorted by name)."""
     h = hashlib.sha256()
@@ -225,6 +242,12 @@ class FeatureCache:
     def __repr__(self) -> str:
         return f"FeatureCache({str(self.root)!r}, dtype={self.dtype.name!r})"
 
+    @classmethod
+    def default(cls, **kwargs) -> "FeatureCache":
+        """The cache in ``$DERMLEARN_FEATURE_CACHE``, else ``$XDG_CACHE_HOME/dermlearn/features``
+        (``~/.cache/dermlearn/features``), read at call time."""
+        return cls(default_cache_dir(), **kwargs)
+
     # -- keys ------------------------------------------------------------------------
     def describe(self, model: nn.Module, preprocess_cfg: PreprocessConfig,
                  views: Sequence[str] = ("identity",)) -> dict[str, Any]:
@@ -236,12 +259,9 @@ class FeatureCache:
 
         extractor = feature_extractor(model)
         weights = _weights_description(extractor)
-        if weights == _RANDOM_WEIGHTS:
-            raise FeatureCacheError(
-                f"not caching features of {_arch(extractor)} with randomly initialised weights "
-                f"(--weights none): a new random initialisation gives different features on "
-                f"every run, so such a cache entry would never be read again and would only "
-                f"fill the disk; extract with cache=None, or use pretrained weights")
+        refusal = _refusal(extractor)
+        if refusal:
+            raise FeatureCacheError(refusal)
         cfg = _as_cfg(preprocess_cfg)
         return {
             "format": CACHE_FORMAT,
@@ -396,6 +416,15 @@ class FeatureCache:
             shutil.rmtree(self.path(key), ignore_errors=True)
 
 
+def default_cache_dir() -> Path:
+    """Where :meth:`FeatureCache.default` keeps features (see there)."""
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or "~/.cache"
+    return Path(base).expanduser() / "dermlearn" / "features"
+
+
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
@@ -487,7 +516,9 @@ def extract_features(manifest, model: nn.Module, preprocess_cfg: PreprocessConfi
     and run in eval mode under ``torch.inference_mode`` (channels-last memory when asked; the
     model's mode and memory format are restored afterwards). With ``cache``, images already
     cached for this model/preprocessing/views are read back and only the rest are computed;
-    finished batches are written even when extraction fails half way. ``views``: test-time
+    finished batches are written even when extraction fails half way. Features of randomly
+    initialised weights are never cached: the cache is skipped with a warning saying why.
+    ``views``: test-time
     views averaged per image (see :data:`VIEWS`). ``num_threads``: torch threads for the forward
     passes (None: leave torch's setting; 1 is much faster on a machine whose cores are busy
     with other work, where spinning OpenMP threads wait on each other). ``manifest`` may also
@@ -506,6 +537,9 @@ def extract_features(manifest, model: nn.Module, preprocess_cfg: PreprocessConfi
 
     key = None
     out: np.ndarray | None = None
+    if cache is not None and (refusal := _refusal(extractor)):
+        log.warning("%s; extracting without the cache", refusal)
+        cache = None
     if cache is not None:
         key = cache.prepare(extractor, cfg, views)
         keys = [image_key(p) for p in paths]
@@ -837,40 +871,6 @@ def fit_mlp_head(features, targets, num_classes: int, *, class_weight="balanced"
         last.weight[absent] = 0.0
         last.bias[absent] = ABSENT_CLASS_BIAS
     return net
-
-
-def _mlp(num_features: int, hidden: int, dropout: float, num_classes: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(), nn.Dropout(dropout),
-                         nn.Linear(hidden, num_classes))
-
-
-def head_config(head: nn.Module) -> dict[str, Any]:
-    """JSON-safe description of a head from this module, for a model's ``config.json``.
-
-    ``{"type": "linear"}`` or ``{"type": "mlp", "hidden": H, "dropout": P}``;
-    :func:`build_head` rebuilds the same module (same state-dict keys) from it.
-    """
-    if isinstance(head, nn.Linear):
-        return {"type": "linear"}
-    layers = list(head.children()) if isinstance(head, nn.Sequential) else []
-    if (len(layers) == 4 and isinstance(layers[0], nn.Linear) and isinstance(layers[1], nn.ReLU)
-            and isinstance(layers[2], nn.Dropout) and isinstance(layers[3], nn.Linear)):
-        return {"type": "mlp", "hidden": layers[0].out_features, "dropout": float(layers[2].p)}
-    raise ModelError(f"not a dermlearn feature head: {head}")
-
-
-def build_head(config: Mapping[str, Any], num_features: int, num_classes: int) -> nn.Module:
-    """An untrained head of the shape :func:`head_config` describes (load the weights into it)."""
-    kind = config.get("type", "linear") if isinstance(config, Mapping) else None
-    if kind == "linear":
-        return nn.Linear(num_features, num_classes)
-    if kind == "mlp":
-        try:
-            return _mlp(num_features, int(config["hidden"]), float(config.get("dropout", 0.0)),
-                        num_classes)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"malformed mlp head config {dict(config)!r} ({exc})") from None
-    raise ModelError(f"unknown head config {config!r}: expected type 'linear' or 'mlp'")
 
 
 def _head_shape(head: nn.Module) -> tuple[int, int]:

@@ -47,7 +47,7 @@ class Recipe:
     # classes
     max_class_size: int | None = None     # Esteva's partitioning; None: one class per label
     # optimisation
-    epochs: int = 12
+    epochs: int = 10
     batch_size: int = 32
     optimizer: str = "adamw"
     lr: float = 1e-3

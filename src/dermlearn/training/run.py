@@ -232,6 +232,7 @@ def _train_fold_features(manifest: Manifest, fold: FoldData, targets: np.ndarray
                          classes: list[str], recipe: Recipe, features: np.ndarray,
                          backbone: torch.nn.Module, cfg: PreprocessConfig
                          ) -> tuple[LesionClassifier, dict, np.ndarray]:
+    from dermlearn.models.classifier import head_config
     from dermlearn.training.features import fit_logreg_head, fit_mlp_head, head_to_classifier
 
     x_train, y_train = features[fold.train_rows], targets[fold.train_rows]
@@ -246,6 +247,7 @@ def _train_fold_features(manifest: Manifest, fold: FoldData, targets: np.ndarray
         probs = torch.softmax(logits, dim=1).numpy().astype(np.float64)
     model = head_to_classifier(backbone, head, len(classes))
     config = _model_config(recipe, manifest, classes, cfg, backbone, None)
+    config["head"] = head_config(head)
     return model.eval(), config, probs
 
 
