@@ -131,8 +131,10 @@ def resolve_weights(spec: str | os.PathLike | None, model_name: str = DEFAULT_BA
             raise WeightsError(f"weights file not found: {path}: give an existing "
                                f".safetensors/.pth file, or --weights default / none")
         if path.is_dir():
+            if (path / "model.safetensors").is_file():  # a dermlearn model: reuse its backbone
+                return WeightSource("file", path / "model.safetensors")
             raise WeightsError(f"{path} is a folder: --weights takes a single "
-                               f"{'/'.join(WEIGHT_SUFFIXES)} file")
+                               f"{'/'.join(WEIGHT_SUFFIXES)} file or a dermlearn model folder")
         if path.suffix.lower() not in WEIGHT_SUFFIXES:
             raise WeightsError(f"{path}: unsupported weights file type {path.suffix!r}: "
                                f"use one of {', '.join(WEIGHT_SUFFIXES)}")
@@ -177,6 +179,10 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path}: not a state dict: entries {bad[:5]} are not named tensors; "
                            f"save model.state_dict() or a dict holding it under 'state_dict'")
     sd = dict(obj)
+    if any(k.startswith("backbone.") for k in sd) and all(
+            k.split(".")[0] in ("backbone", "head", "metadata") for k in sd):
+        # A dermlearn LesionClassifier (e.g. fine-tuned on HAM10000): keep its backbone only.
+        sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
     for prefix in ("module.", "_orig_mod."):  # DataParallel/DDP, torch.compile
         if all(k.startswith(prefix) for k in sd):
             sd = {k[len(prefix):]: v for k, v in sd.items()}
