@@ -7,8 +7,10 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+from pathlib import Path
 
 from torch import nn
 
@@ -75,6 +77,22 @@ def _mark_source(model: nn.Module, source: WeightSource, cfg_update: dict | None
     model.dermlearn_weights = str(source)
 
 
+def _dermlearn_model_cfg(weights_file: Path) -> dict | None:
+    """The preprocessing a dermlearn model folder's backbone was trained with, as timm cfg keys."""
+    config_file = Path(weights_file).parent / "config.json"
+    if not config_file.is_file():
+        return None
+    try:
+        pre = json.loads(config_file.read_text(encoding="utf-8")).get("preprocess")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+    if not isinstance(pre, dict):
+        return None
+    keys = ("input_size", "mean", "std", "interpolation", "crop_pct")
+    return {k: tuple(pre[k]) if isinstance(pre[k], list) else pre[k] for k in keys if k in pre} \
+        | {"tag": "dermlearn"}
+
+
 def create_backbone(name: str = DEFAULT_BACKBONE, *, weights: str | os.PathLike | None = "default",
                     num_classes: int = 0, drop_rate: float = 0.0,
                     drop_path_rate: float | None = None) -> nn.Module:
@@ -113,6 +131,8 @@ def create_backbone(name: str = DEFAULT_BACKBONE, *, weights: str | os.PathLike 
                                        f"which fit {' / '.join(BUNDLED_ARCHS)}, not {name!r}")
                 state_dict = convert_lukemelas_efficientnet(state_dict)
                 cfg_update = {**BUNDLED_PRETRAINED_CFG, "tag": "lukemelas"}
+            else:
+                cfg_update = _dermlearn_model_cfg(source.path)
             report = load_into(model, state_dict, source=str(source.path))
             _mark_source(model, source, cfg_update)
         else:

@@ -52,6 +52,17 @@ class RotateInscribedCrop:
         return "RotateInscribedCrop(0-359 deg)"
 
 
+class RandomRightAngle:
+    """Rotate by 0, 90, 180 or 270 degrees (uniformly)."""
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        k = random.randrange(4)
+        return img.rotate(90 * k, expand=True) if k else img
+
+    def __repr__(self) -> str:
+        return "RandomRightAngle()"
+
+
 def _normalise(cfg: PreprocessConfig) -> list:
     return [T.ToTensor(), T.Normalize(cfg.mean, cfg.std)]
 
@@ -71,12 +82,14 @@ def train_transform(kind: str, cfg: PreprocessConfig) -> T.Compose:
                  T.RandomHorizontalFlip(), T.RandomVerticalFlip(),
                  T.RandomAffine(degrees=45, translate=(0.1, 0.1), shear=10,
                                 interpolation=T.InterpolationMode.BILINEAR)]
-    elif kind == "default":  # dermoscopy has no up: any rotation, both flips, scale, mild colour
-        steps = [RotateInscribedCrop(),
-                 T.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.8, 1.25),
+    elif kind == "default":
+        # Dermoscopy has no "up": the 8 right-angle rotations/flips lose no pixels; a mild
+        # scale change keeps training crops close to the evaluation crop; mild colour jitter.
+        steps = [RandomRightAngle(),
+                 T.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.8, 1.25),
                                      interpolation=interpolation),
-                 T.RandomHorizontalFlip(), T.RandomVerticalFlip(),
-                 T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.15, hue=0.02)]
+                 T.RandomHorizontalFlip(),
+                 T.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.1, hue=0.02)]
     else:
         raise ValueError(f"unknown augmentation {kind!r}")
     return T.Compose([*steps, *_normalise(cfg)])

@@ -315,7 +315,6 @@ def train(data: str | Path | None = None, out: str | Path = "runs/run", *,
         recipe_obj = recipe_obj.replace(**(overrides or {}))
         device = _resolve_device(device)
     recipe = recipe_obj
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     manifest = load(data)
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
