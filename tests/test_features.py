@@ -24,7 +24,7 @@ from dermlearn.data.images import read_image
 from dermlearn.data.manifest import COLUMNS, Manifest
 from dermlearn.errors import DermlearnError, ImageDecodeError
 from dermlearn.models import PreprocessConfig, create_backbone, preprocess
-from dermlearn.models.classifier import LesionClassifier
+from dermlearn.models.lesion_classifier import LesionClassifier
 from dermlearn.taxonomy import Taxonomy
 from dermlearn.training.features import (
     ABSENT_CLASS_BIAS,

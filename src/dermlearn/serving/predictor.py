@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dermlearn.data.images import IMAGE_EXTENSIONS, read_image
 from dermlearn.errors import DermlearnError
-from dermlearn.models.classifier import LesionClassifier, MetadataEncoder, load_model, read_config
+from dermlearn.models.lesion_classifier import LesionClassifier, MetadataEncoder, load_model, read_config
 from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
 from dermlearn.taxonomy import Taxonomy, aggregate
 

@@ -4,7 +4,7 @@ The backbone runs once over the dataset; its pooled penultimate features are cac
 (:class:`FeatureCache`) and a small head -- multinomial logistic regression or an MLP -- is
 trained on them. k-fold cross-validation then costs k head fits, not k extractions
 (:func:`cross_validate_features`). The trained head is placed on the backbone as a normal
-:class:`~dermlearn.models.classifier.LesionClassifier` (:func:`head_to_classifier`), so
+:class:`~dermlearn.models.lesion_classifier.LesionClassifier` (:func:`head_to_classifier`), so
 prediction, serving and ONNX export need nothing special.
 
 >>> backbone = create_backbone("efficientnet_lite0", weights="bundled", num_classes=0)
@@ -51,7 +51,7 @@ from torch import nn
 
 from dermlearn.data.images import read_image
 from dermlearn.errors import DermlearnError, ImageDecodeError
-from dermlearn.models.classifier import _mlp, build_head, head_config  # noqa: F401 (re-exported)
+from dermlearn.models.lesion_classifier import _mlp, build_head, head_config  # noqa: F401 (re-exported)
 from dermlearn.models.errors import ModelError
 from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
 
@@ -136,10 +136,10 @@ def _check_views(views: Sequence[str] | str, cfg: PreprocessConfig) -> tuple[str
 def feature_extractor(model: nn.Module) -> nn.Module:
     """The module whose output is the (N, D) penultimate features of ``model``.
 
-    A :class:`~dermlearn.models.classifier.LesionClassifier` gives its ``backbone``; a timm
+    A :class:`~dermlearn.models.lesion_classifier.LesionClassifier` gives its ``backbone``; a timm
     model must have been built with ``num_classes=0`` (its classifier is ``nn.Identity``).
     """
-    from dermlearn.models.classifier import LesionClassifier
+    from dermlearn.models.lesion_classifier import LesionClassifier
 
     if isinstance(model, LesionClassifier):
         return model.backbone
@@ -881,7 +881,7 @@ def _head_shape(head: nn.Module) -> tuple[int, int]:
 
 
 def head_to_classifier(backbone: nn.Module, head: nn.Module, num_classes: int):
-    """A :class:`~dermlearn.models.classifier.LesionClassifier` = ``backbone`` + ``head``, in eval mode.
+    """A :class:`~dermlearn.models.lesion_classifier.LesionClassifier` = ``backbone`` + ``head``, in eval mode.
 
     An ``nn.Linear`` head is copied into ``LesionClassifier.head``; any other head (the MLP's
     ``nn.Sequential``) replaces it, so ``classifier(images) == head(backbone(images))``.
@@ -889,7 +889,7 @@ def head_to_classifier(backbone: nn.Module, head: nn.Module, num_classes: int):
     is used. The backbone is shared, not copied.
     """
     from dermlearn.models.backbones import feature_dim
-    from dermlearn.models.classifier import LesionClassifier
+    from dermlearn.models.lesion_classifier import LesionClassifier
 
     backbone = feature_extractor(backbone)
     dim = feature_dim(backbone)

@@ -14,7 +14,7 @@ from torch import nn
 
 from dermlearn.evaluation.metrics import classification_metrics
 from dermlearn.models.backbones import blocks
-from dermlearn.models.classifier import LesionClassifier
+from dermlearn.models.lesion_classifier import LesionClassifier
 from dermlearn.training.recipes import Recipe
 
 

@@ -30,7 +30,7 @@ from dermlearn.errors import DermlearnError
 from dermlearn.evaluation.levels import level_metrics
 from dermlearn.evaluation.metrics import classification_metrics
 from dermlearn.models.backbones import create_backbone
-from dermlearn.models.classifier import (LesionClassifier, MetadataEncoder, load_model,
+from dermlearn.models.lesion_classifier import (LesionClassifier, MetadataEncoder, load_model,
                                          read_config, save_model)
 from dermlearn.models.preprocessing import PreprocessConfig
 from dermlearn.splits import TEST, check_no_leakage, load_splits, make_splits, save_splits
@@ -232,7 +232,7 @@ def _train_fold_features(manifest: Manifest, fold: FoldData, targets: np.ndarray
                          classes: list[str], recipe: Recipe, features: np.ndarray,
                          backbone: torch.nn.Module, cfg: PreprocessConfig
                          ) -> tuple[LesionClassifier, dict, np.ndarray]:
-    from dermlearn.models.classifier import head_config
+    from dermlearn.models.lesion_classifier import head_config
     from dermlearn.training.features import fit_logreg_head, fit_mlp_head, head_to_classifier
 
     x_train, y_train = features[fold.train_rows], targets[fold.train_rows]
