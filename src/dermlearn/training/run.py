@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -30,8 +29,8 @@ from dermlearn.errors import DermlearnError
 from dermlearn.evaluation.levels import level_metrics
 from dermlearn.evaluation.metrics import classification_metrics
 from dermlearn.models.backbones import create_backbone
-from dermlearn.models.lesion_classifier import (LesionClassifier, MetadataEncoder, load_model,
-                                         read_config, save_model)
+from dermlearn.models.lesion_classifier import (LesionClassifier, MetadataEncoder, read_config,
+                                                save_model)
 from dermlearn.models.preprocessing import PreprocessConfig
 from dermlearn.splits import TEST, check_no_leakage, load_splits, make_splits, save_splits
 from dermlearn.taxonomy import assign_classes, partition
