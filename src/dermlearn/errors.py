@@ -14,7 +14,13 @@ class DermlearnError(Exception):
 class ImageDecodeError(DermlearnError):
     """An image file cannot be decoded safely (corrupt, truncated, not an image, too large)."""
 
-    def __init__(self, path: object, reason: str):
+    def __init__(self, path: object, reason: str | None = None):
+        if reason is None:
+            # Re-raised from a DataLoader worker as ImageDecodeError(text): the text wraps the
+            # worker's traceback; its last line is the original "path: reason".
+            last = [line for line in str(path).splitlines() if line.strip()][-1]
+            last = last.split(f"{type(self).__name__}: ", 1)[-1]
+            path, _, reason = last.partition(": ")
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")

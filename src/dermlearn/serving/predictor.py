@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from dermlearn.data.images import IMAGE_EXTENSIONS, read_image
+from dermlearn.data.images import IMAGE_EXTENSIONS
 from dermlearn.errors import DermlearnError
 from dermlearn.models.lesion_classifier import LesionClassifier, MetadataEncoder, load_model, read_config
 from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
 from dermlearn.taxonomy import Taxonomy, aggregate
+from dermlearn.training.dataset import LesionDataset
 
 #: Test-time views, in the order ``tta=N`` takes them: dermoscopy has no canonical orientation.
 TTA_VIEWS = ("identity", "hflip", "vflip", "rot180", "transpose", "rot90", "rot270", "transverse")
@@ -42,17 +43,6 @@ def _view(batch: torch.Tensor, name: str) -> torch.Tensor:
     if name == "rot270":
         return batch.rot90(3, (2, 3))
     return batch.rot90(1, (2, 3)).flip(3)
-
-
-class _ImageFiles(Dataset):
-    def __init__(self, paths: Sequence[str], transform):
-        self.paths, self.transform = list(paths), transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.transform(read_image(self.paths[i]))
 
 
 class Predictor:
@@ -111,11 +101,12 @@ class Predictor:
         """Probabilities (N, C) for image files, decoded in streaming worker processes."""
         from tqdm.auto import tqdm
 
-        loader = DataLoader(_ImageFiles(paths, self.transform), batch_size=batch_size,
+        images = LesionDataset(paths, np.zeros(len(paths), dtype=np.int64), self.transform)
+        loader = DataLoader(images, batch_size=batch_size,
                             num_workers=num_workers if len(paths) > batch_size else 0)
         out = []
         with tqdm(total=len(paths), unit="img", desc="predicting", disable=not progress) as bar:
-            for batch in loader:
+            for batch, _, _ in loader:
                 out.append(self.predict_batch(batch, tta=tta))
                 bar.update(len(batch))
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
