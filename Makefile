@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PIP := $(PY) -m pip install --disable-pip-version-check -q
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test test-all install install-dev clean
+.PHONY: demo test test-all install install-dev browser clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,10 +26,17 @@ install-dev: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(VENV)/bin/dermlearn demo --out $(DEMO_OUT)
 
-test: $(VENV)/.installed-dev
+# Debian's Chromium for the headless page tests (report, web page); they skip without it.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)); } || \
+	  echo "note: Chromium not installed (needs root/apt); browser tests will be skipped"
+
+test: $(VENV)/.installed-dev browser
 	$(PY) -m pytest -q
 
-test-all: $(VENV)/.installed-dev
+test-all: $(VENV)/.installed-dev browser
 	$(PY) -m pytest -q -m "slow or not slow"
 
 clean:

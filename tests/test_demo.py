@@ -5,6 +5,7 @@ import json
 
 import pandas as pd
 
+from browser import BROKEN_IMAGES_JS, browser_page
 from dermlearn.demo import run_demo
 
 
@@ -14,7 +15,9 @@ def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
     for name in ("inspect.json", "taxonomy.txt", "splits.csv", "splits_summary.csv", "demo.json",
                  "predictions.csv", "run/model/model.safetensors", "run/metrics.json",
-                 "synthetic/README.txt"):
+                 "synthetic/README.txt", "report/report.html", "report/metrics.json",
+                 "report/figures/confusion.png", "report/figures/reliability.png",
+                 "report/tsne_by_class.png", "report/figures/saliency_grid.png"):
         assert (out / name).exists(), name
     assert "synthetic" in (out / "synthetic" / "README.txt").read_text().lower()
     summary = json.loads((out / "inspect.json").read_text())
@@ -24,3 +27,23 @@ def test_demo_runs_end_to_end(tmp_path):
     predictions = pd.read_csv(out / "predictions.csv")
     assert list(predictions.columns[:1]) == ["image"] and len(predictions) == (splits["fold"] == "0").sum()
     assert 0 <= result["validation"]["balanced_accuracy"] <= 1
+
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    for key in ("accuracy", "balanced_accuracy", "auc_macro", "per_class", "levels", "ece"):
+        assert key in metrics, key
+    for values in metrics["per_class"].values():
+        assert {"sensitivity", "specificity", "auc", "auc_sens_80", "ap"} <= set(values)
+    binary = metrics["levels"]["malignant_vs_benign"]
+    assert binary["auc_ci"][0] <= binary["auc"] <= binary["auc_ci"][1]
+
+    # the report opens in headless Chromium with every figure embedded and decoded
+    report = out / "report" / "report.html"
+    assert "http://" not in report.read_text() and "https://" not in report.read_text()
+    with browser_page() as page:
+        page.goto(report.as_uri())
+        page.wait_for_load_state("load")
+        assert page.evaluate("document.images.length") >= 6
+        assert page.evaluate(BROKEN_IMAGES_JS) == []
+        assert "balanced accuracy" in page.inner_text("body").lower()
+        page.screenshot(path=str(out / "report" / "report.png"), full_page=True)
+    assert (out / "report" / "report.png").stat().st_size > 10_000

@@ -94,7 +94,7 @@ def _cmd_taxonomy_show(args: argparse.Namespace) -> int:
 TRAIN_OVERRIDES = ("backbone", "weights", "mode", "epochs", "batch_size", "lr", "folds",
                    "val_fraction", "seed", "image_size", "unfreeze", "max_class_size",
                    "num_workers", "metadata", "head", "precision", "sampler", "class_cap",
-                   "early_stopping", "augment")
+                   "early_stopping", "augment", "devices", "num_nodes", "strategy")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -119,21 +119,114 @@ def _cmd_train(args: argparse.Namespace) -> int:
                         device=args.device, progress=not args.quiet,
                         feature_cache=args.feature_cache)
         out = args.out
+    if not metrics:  # a worker process of a data-parallel run: rank 0 reports
+        return 0
     print(_format_metrics(metrics))
     print(f"\nmodel: {out}/model   metrics: {out}/metrics.json   history: {out}/history.csv")
     return 0
 
 
+def _cmd_predict_distributed(args: argparse.Namespace) -> int:
+    from dermlearn.serving.distributed import predict_distributed
+
+    if getattr(args, "backend", "torch") != "torch":
+        raise DermlearnError("--devices/--num-nodes > 1 runs the torch backend (Lightning DDP); "
+                             "drop --backend onnx or use one process")
+
+    result = predict_distributed(args.model, args.inputs, args.out, devices=args.devices,
+                                 num_nodes=args.num_nodes, strategy=args.strategy,
+                                 level=args.level, tta=args.tta, batch_size=args.batch_size,
+                                 num_workers=args.num_workers, progress=not args.quiet)
+    if result is None:  # a worker process: rank 0 reports
+        return 0
+    print(f"wrote {result.out}: {result.n_images} images ({result.n_scored} scored now, "
+          f"{result.n_reused} from {result.parts}) x {len(result.table.columns) - 1} "
+          f"{'groups of ' + args.level if args.level else 'classes'}")
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
+    if args.devices * args.num_nodes > 1:
+        return _cmd_predict_distributed(args)
     from dermlearn.serving import predict
 
     table = predict(args.model, args.inputs, level=args.level, tta=args.tta,
-                    batch_size=args.batch_size, progress=not args.quiet)
+                    batch_size=args.batch_size, progress=not args.quiet,
+                    backend=args.backend, threads=args.threads)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False, float_format="%.6f")
     print(f"wrote {out}: {len(table)} images x {len(table.columns) - 1} "
           f"{'groups of ' + args.level if args.level else 'classes'}")
+    return 0
+
+
+# -- serving and export -----------------------------------------------------------------------
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from dermlearn.serving.server import serve
+
+    return serve(args.model, host=args.host, port=args.port, backend=args.backend,
+                 workers=args.workers, threads=args.threads, keep_uploads=args.keep_uploads,
+                 max_upload_mb=args.max_upload_mb, max_megapixels=args.max_megapixels,
+                 max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                 log_level=args.log_level)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from dermlearn.serving.onnx_export import export_onnx, read_onnx_metadata
+
+    out = export_onnx(args.model, args.out, opset=args.opset)
+    meta = read_onnx_metadata(out)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB, ONNX opset {args.opset}, dynamic "
+          f"batch): model {meta['model_id']} {meta['model_version']}, "
+          f"{len(json.loads(meta['classes']))} classes, {meta['ensemble_members']} member(s), "
+          f"input {meta['input_size']}, temperature {meta['temperature']}")
+    return 0
+
+
+# -- evaluation and explanation ---------------------------------------------------------------
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from dermlearn.evaluation.evaluate import evaluate_model, evaluate_predictions_csv
+
+    if (args.model is None) == (args.predictions is None):
+        raise DermlearnError("evaluate needs a MODEL or --predictions CSV (one of them)")
+    if args.predictions:
+        metrics = evaluate_predictions_csv(args.predictions, args.data, out=args.out,
+                                           readers=args.readers, n_boot=args.bootstrap,
+                                           seed=args.seed)
+    else:
+        metrics = evaluate_model(args.model, args.data, args.out, part=args.part, tta=args.tta,
+                                 readers=args.readers, n_boot=args.bootstrap, seed=args.seed,
+                                 explain=None if args.explain == "none" else args.explain,
+                                 embed=not args.no_embed, progress=not args.quiet)
+    print(_format_metrics(metrics))
+    print(f"ECE {metrics['ece']:.3f}")
+    report = Path(args.out) / "report.html"
+    print(f"\nmetrics: {args.out}/metrics.json" + (f"   report: {report}" if report.exists()
+                                                    else ""))
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from dermlearn.explain import explain_to_dir
+    from dermlearn.serving.predictor import Predictor, resolve_inputs
+
+    predictor = Predictor.load(args.model)
+    _, paths = resolve_inputs(args.images)
+    written = explain_to_dir(predictor, paths, args.out, method=args.method)
+    print(f"wrote {len(written)} {args.method} overlays to {args.out}/")
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from dermlearn.data import load
+    from dermlearn.explain import embed
+    from dermlearn.serving.predictor import Predictor
+
+    predictor = Predictor.load(args.model)
+    written = embed(predictor, load(args.data), args.out, seed=args.seed,
+                    progress=not args.quiet)
+    print("wrote " + ", ".join(str(p) for p in written.values()))
     return 0
 
 
@@ -144,7 +237,8 @@ def _parse_value(text: str):
 
 
 def _format_metrics(metrics: dict) -> str:
-    lines = [f"validation ({metrics.get('validation', '')}, n={metrics['n']}): "
+    what = f"validation ({metrics['validation']}" if "validation" in metrics else "evaluation ("
+    lines = [f"{what}, n={metrics['n']}): "
              f"accuracy {metrics['accuracy']:.3f}  balanced accuracy "
              f"{metrics['balanced_accuracy']:.3f}  macro AUC {metrics['auc_macro']:.3f}"]
     aucs = ", ".join(f"{c} {v['auc']:.3f}" for c, v in metrics["per_class"].items()
@@ -255,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--class-cap", type=int, help="images per class per epoch")
     train.add_argument("--early-stopping", type=int, metavar="PATIENCE")
     train.add_argument("--augment", choices=["default", "esteva", "benedetti", "none"])
+    _add_parallel_flags(train, "the recipe's --batch-size is the global batch, divided among "
+                        "the processes")
     train.set_defaults(func=_cmd_train)
 
     pred = commands.add_parser("predict", help="score images with a trained model (ISIC CSV)")
@@ -265,7 +361,86 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--tta", type=int, default=1, help="test-time views to average (1-8)")
     pred.add_argument("--batch-size", type=int, default=32)
     pred.add_argument("--quiet", action="store_true")
+    _add_parallel_flags(pred, "shards the images over the processes, writes OUT.parts/rank-K.csv "
+                        "and merges them into OUT; run again to resume", default=1)
+    pred.add_argument("--num-workers", type=int, default=2,
+                      help="decoding workers per process (with --devices > 1; default 2)")
+    pred.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                      help="inference engine: PyTorch, or ONNX Runtime on the model's ONNX "
+                      "export (made and cached on the fly; default torch)")
+    pred.add_argument("--threads", type=int, default=None,
+                      help="intra-op threads of the backend (default: all cores)")
     pred.set_defaults(func=_cmd_predict)
+
+    srv = commands.add_parser("serve", help="web service + page for one model (FastAPI)")
+    srv.add_argument("model", help="model directory (RUN/model or RUN)")
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default 127.0.0.1; put a reverse proxy with "
+                     "TLS in front for anything else)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                     help="inference engine (default torch); explanations always use torch")
+    srv.add_argument("--workers", type=int, default=1,
+                     help="uvicorn worker processes, each with its own copy of the model")
+    srv.add_argument("--threads", type=int, default=None,
+                     help="intra-op threads per worker (default: cores / workers)")
+    srv.add_argument("--keep-uploads", metavar="DIR", default=None,
+                     help="save every uploaded photo into DIR (default: uploads are never "
+                     "written to disk)")
+    srv.add_argument("--max-upload-mb", type=float, default=20.0,
+                     help="largest accepted upload in MB (default 20; 413 above)")
+    srv.add_argument("--max-megapixels", type=float, default=64.0,
+                     help="largest accepted image in megapixels, checked before decoding "
+                     "(default 64; 413 above)")
+    srv.add_argument("--max-batch", type=int, default=16,
+                     help="micro-batching: most images per model call (default 16)")
+    srv.add_argument("--max-wait-ms", type=float, default=5.0,
+                     help="micro-batching: longest wait for more images while other requests "
+                     "are being decoded (default 5 ms)")
+    srv.add_argument("--log-level", default="info",
+                     choices=["critical", "error", "warning", "info", "debug"])
+    srv.set_defaults(func=_cmd_serve)
+
+    exp = commands.add_parser("export", help="export a model to ONNX (one file, with metadata)")
+    exp.add_argument("model", help="model directory (RUN/model or RUN)")
+    exp.add_argument("--format", choices=["onnx"], default="onnx")
+    exp.add_argument("--out", required=True, help="output file, e.g. model.onnx")
+    exp.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    exp.set_defaults(func=_cmd_export)
+
+    ev = commands.add_parser("evaluate", help="metrics, figures and report.html for a model "
+                             "(or a predictions CSV) on a dataset")
+    ev.add_argument("model", nargs="?", help="model directory (RUN/model or RUN)")
+    ev.add_argument("data", help=data_help)
+    ev.add_argument("--out", required=True, help="output folder (metrics.json, report.html)")
+    ev.add_argument("--predictions", help="score this ISIC-format CSV instead of a model")
+    ev.add_argument("--readers", help="CSV of reader operating points: name, sensitivity, "
+                    "specificity[, task]")
+    ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
+    ev.add_argument("--part", choices=["auto", "val", "test", "all"], default="auto",
+                    help="images to score; auto = the run's validation images when the model "
+                    "was trained on DATA, else all")
+    ev.add_argument("--tta", type=int, default=1, help="test-time views to average (1-8)")
+    ev.add_argument("--explain", choices=["saliency", "gradcam", "none"], default="saliency")
+    ev.add_argument("--no-embed", action="store_true", help="skip the t-SNE embedding")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    ex = commands.add_parser("explain", help="saliency / Grad-CAM overlays for images")
+    ex.add_argument("model", help="model directory (RUN/model or RUN)")
+    ex.add_argument("images", nargs="+", help="image files or a folder of images")
+    ex.add_argument("--out", required=True, help="output folder for the overlays")
+    ex.add_argument("--method", choices=["saliency", "gradcam"], default="saliency")
+    ex.set_defaults(func=_cmd_explain)
+
+    em = commands.add_parser("embed", help="t-SNE of penultimate features (PNG + CSV)")
+    em.add_argument("model", help="model directory (RUN/model or RUN)")
+    em.add_argument("data", help=data_help)
+    em.add_argument("--out", required=True)
+    em.add_argument("--seed", type=int, default=0)
+    em.add_argument("--quiet", action="store_true")
+    em.set_defaults(func=_cmd_embed)
 
     demo = commands.add_parser("demo", help="run the main job end to end")
     demo.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
@@ -274,6 +449,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_demo)
     return parser
+
+
+def _add_parallel_flags(parser: argparse.ArgumentParser, what: str,
+                        default: int | None = None) -> None:
+    """--devices / --num-nodes / --strategy: Lightning DDP (docs/scaling.md)."""
+    parser.add_argument("--devices", type=int, default=default,
+                        help=f"data-parallel processes (CPU) or GPUs per node; {what}")
+    parser.add_argument("--num-nodes", type=int, default=default,
+                        help="machines (launch with torchrun or srun, see docs/scaling.md)")
+    parser.add_argument("--strategy", choices=["auto", "ddp", "ddp_spawn"],
+                        default="auto" if default else None,
+                        help="Lightning launcher (auto: ddp from the command line)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,6 +29,7 @@ def run_demo(out: str | Path = "demo-out", *, data: str | Path | None = None, se
     """Run data -> taxonomy -> splits -> training -> prediction; returns a summary dict (also
     written as ``demo.json``). ``training`` overrides recipe fields of the short fine-tune."""
     from dermlearn.cli import _format_metrics
+    from dermlearn.evaluation.evaluate import evaluate_model
     from dermlearn.serving import predict
     from dermlearn.training.run import train
 
@@ -37,17 +38,17 @@ def run_demo(out: str | Path = "demo-out", *, data: str | Path | None = None, se
     say = print if verbose else (lambda *a, **k: None)
 
     if data is None:
-        say("[1/5] data: generating a SYNTHETIC dermoscopy-like set (not real patients) ...")
+        say("[1/6] data: generating a SYNTHETIC dermoscopy-like set (not real patients) ...")
         data = make_synthetic_dataset(out / "synthetic", classes=SYNTHETIC_CLASSES, seed=seed)
     else:
-        say(f"[1/5] data: reading {data} ...")
+        say(f"[1/6] data: reading {data} ...")
     manifest = load(data)
     summary = manifest.summary()
     (out / "inspect.json").write_text(json.dumps(summary, indent=2, default=str))
     say(f"      {summary['n_images']} images, {summary['n_lesions']} lesions, classes "
         + ", ".join(f"{c}={n}" for c, n in summary["classes"].items()))
 
-    say(f"[2/5] taxonomy: {manifest.taxonomy.name}; partitioning with max class size "
+    say(f"[2/6] taxonomy: {manifest.taxonomy.name}; partitioning with max class size "
         f"{max_class_size} ...")
     counts = manifest.class_counts()
     classes = partition(manifest.taxonomy, counts, max_class_size)
@@ -56,7 +57,7 @@ def run_demo(out: str | Path = "demo-out", *, data: str | Path | None = None, se
                                       + "\n\ntraining classes: " + ", ".join(classes) + "\n")
     say(f"      training classes: {', '.join(classes)}")
 
-    say(f"[3/5] splits: {folds} stratified folds grouped by lesion ...")
+    say(f"[3/6] splits: {folds} stratified folds grouped by lesion ...")
     splits = make_splits(manifest, folds, group="lesion", seed=seed)
     splits["target"] = targets
     save_splits(splits, out / "splits.csv")
@@ -65,7 +66,7 @@ def run_demo(out: str | Path = "demo-out", *, data: str | Path | None = None, se
     say(table.to_string())
 
     recipe = {**DEMO_TRAINING, "seed": seed, **(training or {})}
-    say(f"[4/5] training: default recipe, fine-tuning the pretrained backbone "
+    say(f"[4/6] training: default recipe, fine-tuning the pretrained backbone "
         f"({', '.join(f'{k}={v}' for k, v in recipe.items())}); validation = fold 0 ...")
     run = out / "run"
     if run.exists():
@@ -73,17 +74,21 @@ def run_demo(out: str | Path = "demo-out", *, data: str | Path | None = None, se
     metrics = train(data, run, overrides=recipe, splits=out / "splits.csv", progress=verbose)
     say(_format_metrics(metrics))
 
-    say("[5/5] predicting the validation images with the saved model ...")
+    say("[5/6] predicting the validation images with the saved model ...")
     val_ids = splits.loc[splits["fold"] == "0", "image_id"]
     paths = manifest.table.set_index("image_id").loc[val_ids, "path"].tolist()
     predictions = predict(run / "model", paths)
     predictions["image"] = val_ids.to_numpy()
     predictions.to_csv(out / "predictions.csv", index=False, float_format="%.6f")
+    say("[6/6] evaluating the validation images: metrics, figures, report ...")
+    evaluate_model(run / "model", data, out / "report", part="val", n_boot=200,
+                   progress=verbose)
+    say(f"      report: {out / 'report' / 'report.html'}")
     result = {"data": str(data), "n_images": len(manifest), "n_lesions": manifest.n_lesions,
               "classes": counts, "training_classes": classes,
               "max_class_share_deviation_pts": float(table["max_dev_pts"].max()),
               "validation": {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "auc_macro")},
-              "out": str(out)}
+              "report": str(out / "report" / "report.html"), "out": str(out)}
     (out / "demo.json").write_text(json.dumps(result, indent=2))
     say(f"done: results in {out}/")
     return result

@@ -164,6 +164,16 @@ def _atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
+def update_config(directory: str | Path, **fields: Any) -> dict[str, Any]:
+    """Set ``fields`` in a saved model's ``config.json`` (atomically); returns the new config."""
+    directory = Path(directory)
+    config = {**read_config(directory), **fields}
+    _atomic_write(directory / CONFIG_FILE,
+                  lambda p: Path(p).write_text(json.dumps(config, indent=2,
+                                                          default=_json_default)))
+    return config
+
+
 def read_config(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory)
     path = directory / CONFIG_FILE

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -48,10 +49,13 @@ def _view(batch: torch.Tensor, name: str) -> torch.Tensor:
 class Predictor:
     """Probabilities over a model's training classes; an ensemble averages its members."""
 
-    def __init__(self, members: Sequence[LesionClassifier], config: dict, device: str = "cpu"):
+    def __init__(self, members: Sequence[LesionClassifier], config: dict, device: str = "cpu",
+                 directory: str | Path | None = None):
         self.members = [m.eval().to(device) for m in members]
         self.config = config
         self.device = device
+        #: The model directory it was loaded from (None when built in memory).
+        self.directory = Path(directory) if directory is not None else None
         self.classes: list[str] = list(config["classes"])
         self.taxonomy = Taxonomy.from_dict(config["taxonomy"])
         self.preprocess = PreprocessConfig.from_dict(config["preprocess"])
@@ -61,6 +65,10 @@ class Predictor:
         self.metadata_encoder = MetadataEncoder.from_dict(meta) if meta else None
         for m in self.members:
             m.to(memory_format=torch.channels_last)
+        self._feature_layout: list[tuple[str, int]] | None = None
+        #: Held while the members run with feature hooks; hold it to run them from another thread
+        #: with hooks of your own (e.g. Grad-CAM), so neither sees the other's activations.
+        self.lock = threading.RLock()
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> "Predictor":
@@ -71,7 +79,13 @@ class Predictor:
         config = read_config(directory)
         members = [load_model(directory / m)[0] for m in config.get("ensemble", [])] or \
             [load_model(directory)[0]]
-        return cls(members, config, device)
+        return cls(members, config, device, directory=directory)
+
+    def missing_metadata(self, n: int) -> torch.Tensor | None:
+        """The "age, sex and site unknown" encoding for ``n`` images (None: no metadata branch)."""
+        if self.metadata_encoder is None:
+            return None
+        return torch.from_numpy(np.stack([self.metadata_encoder.encode(None, None, None)] * n))
 
     @torch.inference_mode()
     def predict_batch(self, batch: torch.Tensor, metadata: torch.Tensor | None = None,
@@ -80,8 +94,7 @@ class Predictor:
         if not 1 <= tta <= len(TTA_VIEWS):
             raise DermlearnError(f"tta must be between 1 and {len(TTA_VIEWS)}, not {tta}")
         if self.metadata_encoder is not None and metadata is None:
-            metadata = torch.from_numpy(np.stack(
-                [self.metadata_encoder.encode(None, None, None)] * len(batch)))
+            metadata = self.missing_metadata(len(batch))
         batch = batch.to(self.device)
         total = torch.zeros(len(batch), len(self.classes), dtype=torch.float64)
         for name in TTA_VIEWS[:tta]:
@@ -91,15 +104,60 @@ class Predictor:
                 total += torch.softmax(logits.float() / self.temperature, dim=1).double().cpu()
         return (total / (tta * len(self.members))).numpy()
 
+    @torch.inference_mode()
+    def predict_batch_with_features(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (N, C), OOD feature vectors (N, D)) in one pass, no TTA.
+
+        Probabilities are those of :meth:`predict_batch` (``tta=1``); the feature vectors are
+        the first member's penultimate features plus middle-stage channel statistics, laid out
+        as :attr:`feature_layout` says -- the space :mod:`dermlearn.serving.ood` models.
+        """
+        from dermlearn.serving.ood import ood_features
+
+        with self.lock:
+            metadata = self.missing_metadata(len(batch))
+            view = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+            total = torch.zeros(len(batch), len(self.classes), dtype=torch.float64)
+            features = None
+            for model in self.members:
+                if features is None:
+                    feats, features, layout = ood_features(model, view)
+                    self._feature_layout = layout
+                else:
+                    feats = model.features(view)
+                logits = model.classify(feats, metadata if model.metadata is not None else None)
+                total += torch.softmax(logits.float() / self.temperature, dim=1).double().cpu()
+        return (total / len(self.members)).numpy(), features.float().cpu().numpy()
+
+    def features_batch(self, batch: torch.Tensor) -> np.ndarray:
+        """OOD feature vectors (N, D) for a preprocessed batch (see
+        :meth:`predict_batch_with_features`)."""
+        return self.predict_batch_with_features(batch)[1]
+
+    @property
+    def feature_layout(self) -> list[tuple[str, int]]:
+        """[(layer name, width)] of the OOD feature vector."""
+        if self._feature_layout is None:
+            _, h, w = self.preprocess.input_size
+            self.predict_batch_with_features(torch.zeros(1, 3, h, w))
+        return list(self._feature_layout)
+
     def predict_images(self, images: Sequence[Image.Image], tta: int = 1) -> np.ndarray:
         """Probabilities (N, C) for decoded RGB images."""
         batch = torch.stack([self.transform(img) for img in images])
         return self.predict_batch(batch, tta=tta)
 
     def predict_paths(self, paths: Sequence[str], *, tta: int = 1, batch_size: int = 32,
-                      num_workers: int = 2, progress: bool = False) -> np.ndarray:
-        """Probabilities (N, C) for image files, decoded in streaming worker processes."""
+                      num_workers: int = 2, progress: bool = False,
+                      backend=None) -> np.ndarray:
+        """Probabilities (N, C) for image files, decoded in streaming worker processes.
+
+        ``backend`` (a :mod:`dermlearn.serving.backends` backend, e.g. ONNX Runtime) runs the
+        model instead of this predictor's PyTorch members.
+        """
         from tqdm.auto import tqdm
+
+        run = backend.predict_batch if backend is not None else self.predict_batch
 
         images = LesionDataset(paths, np.zeros(len(paths), dtype=np.int64), self.transform)
         loader = DataLoader(images, batch_size=batch_size,
@@ -107,7 +165,7 @@ class Predictor:
         out = []
         with tqdm(total=len(paths), unit="img", desc="predicting", disable=not progress) as bar:
             for batch, _, _ in loader:
-                out.append(self.predict_batch(batch, tta=tta))
+                out.append(run(batch, tta=tta))
                 bar.update(len(batch))
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
 
@@ -141,13 +199,27 @@ def resolve_inputs(inputs: Sequence[str | Path]) -> tuple[list[str], list[str]]:
 
 def predict(model_dir: str | Path, inputs: str | Path | Sequence[str | Path], *,
             level: str | None = None, tta: int = 1, batch_size: int = 32,
-            progress: bool = False) -> pd.DataFrame:
+            progress: bool = False, backend: str = "torch",
+            threads: int | None = None) -> pd.DataFrame:
     """ISIC-format table: ``image`` then one probability column per class (or per ``level``
-    group, summed up the taxonomy by PA)."""
+    group, summed up the taxonomy by PA).
+
+    ``backend="onnx"`` runs ONNX Runtime on the model's ONNX export (made and cached on the
+    fly); ``threads`` sets its intra-op threads (or PyTorch's).
+    """
     predictor = Predictor.load(model_dir)
+    runner = None
+    if backend != "torch":
+        from dermlearn.serving.backends import create_backend
+
+        runner = create_backend(predictor.directory, backend, predictor=predictor,
+                                threads=threads)
+    elif threads:
+        torch.set_num_threads(int(threads))
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     ids, paths = resolve_inputs(inputs)
-    probs = predictor.predict_paths(paths, tta=tta, batch_size=batch_size, progress=progress)
+    probs = predictor.predict_paths(paths, tta=tta, batch_size=batch_size, progress=progress,
+                                    backend=runner)
     columns = predictor.classes
     if level:
         probs, columns = predictor.to_level(probs, level)

@@ -1,4 +1,5 @@
-"""Lightning pieces dermlearn adds: atomic checkpoints, a history file, images/s in the bar."""
+"""Lightning pieces dermlearn adds: atomic checkpoints, a history file, images/s in the bar,
+torch threads per data-parallel process."""
 from __future__ import annotations
 
 import csv
@@ -35,7 +36,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class HistoryWriter(L.Callback):
     """Appends one row per epoch to ``history.csv`` (epoch, losses, validation metrics, lr,
-    images/s, seconds); on resume, rows from epochs that are re-run are dropped first."""
+    images/s, seconds); on resume, rows from epochs that are re-run are dropped first.
+
+    Under DDP only the global-rank-0 process writes; its train loss is the global batch's and
+    images/s counts all processes (its own images times the number of processes)."""
 
     FIELDS = ["fold", "round", "epoch", "train_loss", "val_loss", "val_accuracy",
               "val_balanced_accuracy", "val_auc_macro", "lr", "images_per_s", "seconds"]
@@ -45,8 +49,10 @@ class HistoryWriter(L.Callback):
         self._start = 0.0
         self._images = 0
 
-    def on_fit_start(self, trainer, pl_module) -> None:
-        if not self.path.exists():
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Not on_fit_start: Lightning restores the loop state (current_epoch) of a resumed run
+        # only after on_fit_start, so there every row of the round would be dropped.
+        if not trainer.is_global_zero or not self.path.exists():
             return
         with open(self.path, newline="") as f:
             rows = list(csv.DictReader(f))
@@ -61,12 +67,13 @@ class HistoryWriter(L.Callback):
         self._lr = trainer.optimizers[0].param_groups[0]["lr"]
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._images += len(batch[-1])
-        self._losses.append(float(outputs["loss"]))
+        self._images += len(batch[-1]) * trainer.world_size
+        self._losses.append(float(outputs.get("batch_loss", outputs["loss"])
+                                  if isinstance(outputs, dict) else outputs))
         self._train_seconds = time.perf_counter() - self._start
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if not self._images:
+        if not self._images or not trainer.is_global_zero:
             return
         m = pl_module.last_val_metrics
         row = {"fold": self.fold, "round": self.round, "epoch": trainer.current_epoch,
@@ -107,7 +114,7 @@ class ImagesPerSecondBar(TQDMProgressBar):
         self._t0, self._seen = time.perf_counter(), 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._seen += len(batch[-1])
+        self._seen += len(batch[-1]) * trainer.world_size
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def get_metrics(self, trainer, pl_module):
@@ -116,3 +123,23 @@ class ImagesPerSecondBar(TQDMProgressBar):
         if self._t0 is not None and self._seen:
             metrics["img/s"] = f"{self._seen / max(time.perf_counter() - self._t0, 1e-9):.1f}"
         return metrics
+
+
+class ThreadsPerProcess(L.Callback):
+    """Sets ``torch.set_num_threads`` to cores / local processes in every DDP process for the
+    duration of a fit or predict (restored at teardown); does nothing with one process."""
+
+    def __init__(self) -> None:
+        self._previous: int | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        from dermlearn.training.distributed import threads_per_process
+
+        if trainer.world_size > 1:
+            self._previous = torch.get_num_threads()
+            torch.set_num_threads(threads_per_process(trainer.num_devices))
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self._previous is not None:
+            torch.set_num_threads(self._previous)
+            self._previous = None

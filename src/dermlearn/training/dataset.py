@@ -50,14 +50,46 @@ class EpochSampler(Sampler):
       (undersampled when larger, oversampled with replacement when smaller; Benedetti);
     * ``balanced``: rows drawn with replacement with probability inversely proportional to their
       class frequency (as many as the dataset holds).
+
+    Data-parallel runs (DistributedSampler semantics): every process draws the same seeded
+    epoch order, pads it by repeating its start to a multiple of the number of processes, and
+    keeps positions ``rank, rank + W, rank + 2W, ...``. With a per-process batch of B / W, step
+    k of process r therefore holds exactly the images of step k of a single-process run with
+    batch B, each with the same per-sample augmentation seed. ``num_replicas``/``rank`` default
+    to the default process group *when iterated* (it does not exist yet when the loaders are
+    built); pass ``num_replicas=1`` for an unsharded sampler inside a DDP process.
     """
 
     def __init__(self, targets: Sequence[int], *, seed: int = 0, shuffle: bool = True,
-                 class_cap: int | None = None, balanced: bool = False):
+                 class_cap: int | None = None, balanced: bool = False,
+                 num_replicas: int | None = None, rank: int | None = None):
         self.targets = np.asarray(targets)
         self.seed, self.shuffle = seed, shuffle
         self.class_cap, self.balanced = class_cap, balanced
+        self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
+
+    def shard(self) -> tuple[int, int]:
+        """(rank, number of processes) this sampler serves now."""
+        if self.num_replicas is not None:
+            return (self.rank or 0), self.num_replicas
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    @property
+    def epoch_size(self) -> int:
+        """Samples per epoch over all processes (before padding)."""
+        if self.class_cap:
+            return int(self.class_cap * len(np.unique(self.targets)))
+        return len(self.targets)
+
+    def merge_shards(self, gathered: np.ndarray) -> np.ndarray:
+        """Per-sample outputs gathered from every process, shape (W, n_per_process, ...), back
+        in the unsharded epoch order (padding dropped): the inverse of the sharding."""
+        gathered = np.asarray(gathered)
+        flat = np.swapaxes(gathered, 0, 1).reshape(-1, *gathered.shape[2:])
+        return flat[: self.epoch_size]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -81,13 +113,16 @@ class EpochSampler(Sampler):
     def __iter__(self) -> Iterator[tuple[int, int | None]]:
         rows = self.rows()
         base = int(np.random.default_rng([self.seed, self.epoch, 1]).integers(2**31))
-        for position, row in enumerate(rows):
-            yield int(row), (base + position) % (2**31) if self.shuffle else None
+        rank, world = self.shard()
+        positions = np.arange(len(self), dtype=np.int64) * world + rank
+        positions %= max(1, len(rows))  # padding: wrap around to the start
+        for position in positions:
+            yield int(rows[position]), (base + int(position)) % (2**31) if self.shuffle else None
 
     def __len__(self) -> int:
-        if self.class_cap:
-            return int(self.class_cap * len(np.unique(self.targets)))
-        return len(self.targets)
+        """Samples this process yields per epoch: ceil(epoch_size / processes)."""
+        world = self.shard()[1]
+        return -(-self.epoch_size // world)
 
 
 def class_weights(targets: Sequence[int], num_classes: int, power: float = 1.0) -> np.ndarray:

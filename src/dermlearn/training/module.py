@@ -6,6 +6,7 @@ module only says what one step is and which parameters learn at which rate.
 from __future__ import annotations
 
 import math
+import warnings
 
 import lightning as L
 import numpy as np
@@ -67,6 +68,17 @@ class LesionModule(L.LightningModule):
         for block in self.blocks[: len(self.blocks) - self._n_trainable]:
             block.eval()
 
+    def setup(self, stage: str) -> None:
+        """Under DDP (which records the trainable parameters once, when it wraps the model),
+        mark every block that will ever learn in this run as trainable before the wrap; the
+        epoch's freezing is applied again at each epoch start (progressive mode)."""
+        if stage == "fit" and self.trainer.world_size > 1:
+            n = max(trainable_blocks(self.recipe, len(self.blocks), e)
+                    for e in range(max(1, self.recipe.epochs)))
+            for block in self.blocks[len(self.blocks) - n:]:
+                for p in block.parameters():
+                    p.requires_grad_(True)
+
     def on_train_epoch_start(self) -> None:
         self.apply_freezing(self.current_epoch)
         self._set_frozen_eval()
@@ -84,10 +96,34 @@ class LesionModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         images, metadata, targets = batch
         logits = self(self._to_device_layout(images), metadata)
-        loss = self.loss(logits.float(), targets)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True,
-                 batch_size=len(targets))
-        return loss
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world == 1:
+            loss = self.loss(logits.float(), targets)
+            batch_loss = loss.detach()
+        else:
+            loss, batch_loss = self._distributed_loss(logits.float(), targets, world)
+        self.log("train_loss", batch_loss, prog_bar=True, on_step=True, on_epoch=True,
+                 batch_size=len(targets))  # under DDP already the global batch's loss
+        return {"loss": loss, "batch_loss": batch_loss}
+
+    def _distributed_loss(self, logits: torch.Tensor, targets: torch.Tensor,
+                          world: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(this process's loss term, the global batch's loss) under DDP.
+
+        The loss of a global batch is sum_i l_i / sum_i w_(y_i) over all processes (l_i: the
+        class-weighted, label-smoothed per-image loss; w = 1 without class weights), exactly
+        what one process computes with reduction "mean". DDP averages gradients over the W
+        processes, so each returns W * sum_(i in its part) l_i / (global sum of weights).
+        """
+        per_image = nn.functional.cross_entropy(
+            logits, targets, weight=self.loss.weight, reduction="none",
+            label_smoothing=self.loss.label_smoothing)
+        weights = (self.loss.weight[targets] if self.loss.weight is not None
+                   else torch.ones_like(per_image))
+        local = torch.stack([weights.sum(), per_image.detach().sum()]).double()
+        total = self.trainer.strategy.reduce(local.clone(), reduce_op="sum")
+        loss = per_image.sum() * (world / total[0].float())
+        return loss, (total[1] / total[0]).float()
 
     def validation_step(self, batch, batch_idx):
         images, metadata, targets = batch
@@ -101,16 +137,26 @@ class LesionModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self._val_probs:
             return
-        probs = torch.cat(self._val_probs).numpy().astype(np.float64)
-        targets = torch.cat(self._val_targets).numpy()
+        probs = torch.cat(self._val_probs)
+        targets = torch.cat(self._val_targets)
+        if self.trainer.world_size > 1:  # every process: the whole validation set, in order
+            sampler = self.trainer.val_dataloaders.sampler
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", ".*all_gather is deprecated.*")
+                gathered = self.all_gather(probs), self.all_gather(targets)  # (W, n, ...)
+            probs, targets = (torch.from_numpy(sampler.merge_shards(g.cpu().numpy()))
+                              for g in gathered)
+        probs = probs.numpy().astype(np.float64)
+        targets = targets.numpy()
         self.last_val_loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(targets)),
                                                                   targets], 1e-12, None))))
         metrics = classification_metrics(targets, probs, self.classes)
         self.last_val_metrics, self.last_val_probs = metrics, probs
-        self.log("val_loss", self.last_val_loss)
+        self.log("val_loss", self.last_val_loss, sync_dist=True)
         for key in ("accuracy", "balanced_accuracy", "auc_macro"):
             value = metrics[key]
-            self.log(f"val_{key}", float(value) if value == value else 0.0, prog_bar=True)
+            self.log(f"val_{key}", float(value) if value == value else 0.0, prog_bar=True,
+                     sync_dist=True)  # identical in every process: the mean changes nothing
 
     # -- optimisation --------------------------------------------------------------------
     def _param_groups(self) -> list[dict]:

@@ -22,6 +22,7 @@ SCHEDULERS = ("cosine", "step", "none")
 AUGMENTATIONS = ("default", "esteva", "benedetti", "none")
 SAMPLERS = ("none", "balanced")
 HEADS = ("logreg", "mlp")
+STRATEGIES = ("auto", "ddp", "ddp_spawn")
 
 
 class RecipeError(DermlearnError):
@@ -77,23 +78,33 @@ class Recipe:
     seed: int = 0
     precision: str = "32"                 # "32" or "bf16-mixed" (slower for training on most CPUs)
     channels_last: bool = True
-    num_workers: int = 2
+    num_workers: int = 2                  # data-loader workers per process
+    # data-parallel (Lightning DDP; see docs/scaling.md): batch_size above is the *global*
+    # batch, split evenly over devices x num_nodes processes, so lr keeps its meaning
+    devices: int = 1                      # processes (CPU) or GPUs per node
+    num_nodes: int = 1
+    strategy: str = "auto"                # auto | ddp | ddp_spawn (auto: see training.distributed)
     tta: int = 1
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         checks = [("mode", MODES), ("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS),
-                  ("augment", AUGMENTATIONS), ("sampler", SAMPLERS), ("head", HEADS)]
+                  ("augment", AUGMENTATIONS), ("sampler", SAMPLERS), ("head", HEADS),
+                  ("strategy", STRATEGIES)]
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise RecipeError(f"recipe field {name}={getattr(self, name)!r} is not one of "
                                   f"{', '.join(allowed)}")
-        positive = ["epochs", "batch_size", "folds"]
+        positive = ["epochs", "batch_size", "folds", "devices", "num_nodes"]
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise RecipeError(f"recipe field {name} must be >= 1, not {getattr(self, name)}")
         if not 0 < self.val_fraction < 1:
             raise RecipeError(f"val_fraction must be in (0, 1), not {self.val_fraction}")
+        if self.batch_size % (self.devices * self.num_nodes):
+            raise RecipeError(f"batch_size {self.batch_size} is the global batch and must be "
+                              f"divisible by devices x num_nodes = "
+                              f"{self.devices * self.num_nodes}")
         if self.lr <= 0:
             raise RecipeError(f"lr must be > 0, not {self.lr}")
 

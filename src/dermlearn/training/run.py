@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -26,14 +27,17 @@ import torch
 from dermlearn import __version__
 from dermlearn.data import Manifest, load
 from dermlearn.errors import DermlearnError
+from dermlearn.evaluation.calibration import (TEMPERATURE_BOUNDS, apply_temperature,
+                                              expected_calibration_error, fit_temperature)
 from dermlearn.evaluation.levels import level_metrics
 from dermlearn.evaluation.metrics import classification_metrics
 from dermlearn.models.backbones import create_backbone
 from dermlearn.models.lesion_classifier import (LesionClassifier, MetadataEncoder, read_config,
-                                                save_model)
+                                                save_model, update_config)
 from dermlearn.models.preprocessing import PreprocessConfig
 from dermlearn.splits import TEST, check_no_leakage, load_splits, make_splits, save_splits
 from dermlearn.taxonomy import assign_classes, partition
+from dermlearn.training.distributed import env_rank
 from dermlearn.training.recipes import Recipe, get_recipe
 
 log = logging.getLogger("dermlearn.training")
@@ -69,7 +73,7 @@ def training_classes(manifest: Manifest, rows: np.ndarray, recipe: Recipe) -> li
 
 
 def _resolve_splits(manifest: Manifest, recipe: Recipe, splits: str | Path | None,
-                    out: Path) -> pd.DataFrame:
+                    out: Path, write: bool = True) -> pd.DataFrame:
     saved = out / "splits.csv"
     if saved.exists():
         table = load_splits(saved, manifest)
@@ -80,7 +84,10 @@ def _resolve_splits(manifest: Manifest, recipe: Recipe, splits: str | Path | Non
         table = make_splits(manifest, n_parts, group="lesion", seed=recipe.seed)
     table = table.set_index("image_id").loc[manifest.table["image_id"]].reset_index()
     check_no_leakage(table, manifest=manifest)
-    save_splits(table, saved)
+    if write:  # atomically: other processes of a data-parallel run may be reading it
+        tmp = saved.with_name(f".{saved.name}.tmp")
+        save_splits(table, tmp)
+        os.replace(tmp, saved)
     return table
 
 
@@ -117,15 +124,22 @@ def _model_config(recipe: Recipe, manifest: Manifest, classes: list[str], cfg: P
 
 def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarray,
                           classes: list[str], recipe: Recipe, out: Path, device: str,
-                          progress: bool) -> tuple[LesionClassifier, dict, np.ndarray]:
+                          progress: bool) -> tuple[LesionClassifier, dict, np.ndarray | None]:
+    """Fit one fold with Lightning (one process, or DDP over ``recipe.devices x num_nodes``).
+
+    Returns (model, config, validation probabilities); the probabilities are None in every DDP
+    process but global rank 0, which alone writes the run's files.
+    """
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from torch.utils.data import DataLoader
 
     from dermlearn.training.augment import train_transform
     from dermlearn.models.preprocessing import eval_transform
-    from dermlearn.training.callbacks import AtomicCheckpointIO, HistoryWriter, ImagesPerSecondBar
+    from dermlearn.training.callbacks import (AtomicCheckpointIO, HistoryWriter,
+                                              ImagesPerSecondBar, ThreadsPerProcess)
     from dermlearn.training.dataset import EpochSampler, LesionDataset, class_weights
+    from dermlearn.training.distributed import accelerator, lightning_strategy, per_process_batch
     from dermlearn.training.module import LesionModule
 
     L.seed_everything(recipe.seed, workers=False, verbose=False)
@@ -151,11 +165,16 @@ def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarra
     workers = recipe.num_workers
     loader_kw = dict(num_workers=workers, persistent_workers=workers > 0,
                      pin_memory=device == "cuda")
+    # recipe.batch_size is the global batch; under DDP each process takes its share of every
+    # step, its samplers sharding the same seeded order (EpochSampler) -- so one step holds the
+    # same images at any process count.
+    world = recipe.devices * recipe.num_nodes
+    batch = per_process_batch(recipe.batch_size, world)
     sampler = EpochSampler(targets[fold.train_rows], seed=recipe.seed,
                            class_cap=recipe.class_cap, balanced=recipe.sampler == "balanced")
-    train_dl = DataLoader(train_ds, batch_size=recipe.batch_size, sampler=sampler,
-                          drop_last=len(sampler) > recipe.batch_size, **loader_kw)
-    val_dl = DataLoader(val_ds, batch_size=recipe.batch_size * 2,
+    train_dl = DataLoader(train_ds, batch_size=batch, sampler=sampler,
+                          drop_last=sampler.epoch_size > recipe.batch_size, **loader_kw)
+    val_dl = DataLoader(val_ds, batch_size=batch * 2,
                         sampler=EpochSampler(targets[fold.val_rows], shuffle=False), **loader_kw)
     weights = class_weights(targets[fold.train_rows], len(classes), recipe.class_weight_power) \
         if recipe.class_weights else None
@@ -163,18 +182,24 @@ def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarra
     ckpt_dir = out / "checkpoints" / f"fold_{fold.fold}"
     history = out / "history.csv"
 
-    def fit(round_: int, epochs: int, module: LesionModule, start_from: Path | None) -> Path:
+    def fit(round_: int, epochs: int, module: LesionModule,
+            start_from: Path | None) -> tuple[Path, bool]:
+        """(best checkpoint, whether this process is global rank 0)."""
         rdir = ckpt_dir / f"round{round_}"
         checkpoint = ModelCheckpoint(dirpath=rdir, filename="best", monitor="val_" +
                                      recipe.select_metric, mode="max", save_last=True)
-        callbacks = [checkpoint, HistoryWriter(history, fold.fold, round_)]
+        callbacks = [checkpoint, HistoryWriter(history, fold.fold, round_), ThreadsPerProcess()]
         if progress:
             callbacks.append(ImagesPerSecondBar(recipe.batch_size))
         if recipe.early_stopping and round_ == 1:
             callbacks.append(EarlyStopping(monitor="val_" + recipe.select_metric, mode="max",
                                            patience=recipe.early_stopping))
         trainer = L.Trainer(
-            accelerator="gpu" if device == "cuda" else device, devices=1,
+            accelerator=accelerator(device), devices=recipe.devices, num_nodes=recipe.num_nodes,
+            strategy=lightning_strategy(recipe.strategy, world, device,
+                                        find_unused_parameters=recipe.mode == "progressive"),
+            sync_batchnorm=world > 1 and device == "cuda",  # CPU: per-process BN statistics
+            use_distributed_sampler=False,  # EpochSampler shards itself
             precision=recipe.precision, max_epochs=epochs, callbacks=callbacks,
             plugins=[AtomicCheckpointIO()], logger=False, enable_model_summary=False,
             enable_progress_bar=progress, num_sanity_val_steps=0, default_root_dir=str(out),
@@ -188,20 +213,28 @@ def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarra
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
             warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
+            warnings.filterwarnings("ignore", ".*can run with static graph optimizations.*")
+            warnings.filterwarnings("ignore", ".*self.log.'train_loss'.*sync_dist=True.*")
             trainer.fit(module, train_dl, val_dl, ckpt_path=resume_from, weights_only=True)
+            trainer.strategy.barrier("dermlearn.fit")  # checkpoints written before anyone reads
         best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else rdir / "last.ckpt"
-        return best if best.exists() else rdir / "last.ckpt"
+        return (best if best.exists() else rdir / "last.ckpt"), trainer.is_global_zero
 
-    best = fit(1, recipe.epochs, module, None)
+    best, is_zero = fit(1, recipe.epochs, module, None)
     if recipe.second_round_epochs:
         second = dataclasses.replace(recipe, lr=recipe.lr * recipe.second_round_lr_factor,
                                      epochs=recipe.second_round_epochs, warmup_epochs=0)
         module2 = LesionModule(model, second, classes, weights)
-        best2 = fit(2, second.epochs, module2, best)
+        best2, is_zero = fit(2, second.epochs, module2, best)
         best = max([best, best2], key=lambda p: _score(p, recipe.select_metric))
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
-    probs = predict_loader(module.model.eval(), val_dl, recipe.channels_last)
+    if not is_zero:
+        return module.model.eval(), {}, None
+    final_dl = val_dl if world == 1 else DataLoader(  # all of the validation set, here
+        val_ds, batch_size=recipe.batch_size * 2, num_workers=workers, pin_memory=device == "cuda",
+        sampler=EpochSampler(targets[fold.val_rows], shuffle=False, num_replicas=1))
+    probs = predict_loader(module.model.eval(), final_dl, recipe.channels_last)
     config = _model_config(recipe, manifest, classes, cfg, backbone, encoder)
     return module.model.eval().to(memory_format=torch.contiguous_format), config, probs
 
@@ -307,23 +340,28 @@ def train(data: str | Path | None = None, out: str | Path = "runs/run", *,
     else:
         if data is None:
             raise RunError("no dataset given")
-        if run_file.exists():
-            raise RunError(f"{out} already holds a run; use --resume {out} to continue it, or "
-                           f"choose another --out")
         recipe_obj = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
         recipe_obj = recipe_obj.replace(**(overrides or {}))
+        if run_file.exists() and env_rank(recipe_obj.devices) == 0:
+            raise RunError(f"{out} already holds a run; use --resume {out} to continue it, or "
+                           f"choose another --out")
         device = _resolve_device(device)
     recipe = recipe_obj
+    # Data-parallel runs (recipe.devices x num_nodes > 1) execute this function in every
+    # process; only global rank 0 writes files. Features mode runs in one process.
+    rank = env_rank(recipe.devices)
+    if rank != 0 and recipe.mode == "features":
+        return {}
     manifest = load(data)
     out.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if not resume and rank == 0:
         run_file.write_text(json.dumps({"data": str(data), "device": device,
                                         "recipe": recipe.to_dict(),
                                         "feature_cache": str(feature_cache) if feature_cache
                                         else None, "started": time.strftime("%Y-%m-%dT%H:%M:%S")},
                                        indent=2))
         (out / "config.json").write_text(json.dumps(recipe.to_dict(), indent=2))
-    table = _resolve_splits(manifest, recipe, splits, out)
+    table = _resolve_splits(manifest, recipe, splits, out, write=rank == 0)
     folds = _folds(table, recipe)
     usable = np.flatnonzero(table["fold"].astype(str).to_numpy() != TEST)
     classes = training_classes(manifest, usable, recipe)
@@ -359,6 +397,8 @@ def train(data: str | Path | None = None, out: str | Path = "runs/run", *,
             else:
                 model, config, probs = _train_fold_lightning(manifest, fold, targets, classes,
                                                              recipe, out, device, progress)
+            if probs is None:  # a worker process of a data-parallel run: rank 0 writes
+                continue
             config["fold"] = fold.fold
             frame = _write_predictions(pred_path, manifest, fold.val_rows, probs, classes,
                                        np.full(len(fold.val_rows), fold.fold))
@@ -366,6 +406,8 @@ def train(data: str | Path | None = None, out: str | Path = "runs/run", *,
             save_model(model, model_dir, config)
         frames.append(frame)
         per_fold[fold.fold] = evaluate_predictions(frame, classes, manifest)
+    if rank != 0:
+        return {}  # a worker process of a data-parallel run; rank 0 reports
 
     predictions = pd.concat(frames, ignore_index=True)
     predictions.to_csv(out / "val_predictions.csv", index=False)
@@ -377,8 +419,61 @@ def train(data: str | Path | None = None, out: str | Path = "runs/run", *,
         metrics["folds"] = {k: _headline(m) for k, m in per_fold.items()}
         metrics["cv"] = _summarise_folds(per_fold)
         _write_ensemble(out / "model", folds)
+    metrics["calibration"] = _calibrate(out / "model", predictions, classes, manifest)
+    metrics["ood"] = _fit_ood(out / "model", manifest, folds[0].train_rows, recipe, progress)
+    update_config(out / "model", validation=_headline(metrics))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_jsonable))
     return metrics
+
+
+#: Training images (at most) whose features set the out-of-distribution screen.
+OOD_FIT_IMAGES = 1000
+
+
+def _fit_ood(model_dir: Path, manifest: Manifest, rows: np.ndarray, recipe: Recipe,
+             progress: bool) -> dict[str, Any]:
+    """Fit and save the service's out-of-distribution screen (:mod:`dermlearn.serving.ood`) on
+    up to :data:`OOD_FIT_IMAGES` training images (seeded choice, lesion-grouped thresholds)."""
+    from dermlearn.serving.ood import fit_ood
+    from dermlearn.serving.predictor import Predictor
+
+    rng = np.random.default_rng(recipe.seed)
+    chosen = np.sort(rng.permutation(rows)[:OOD_FIT_IMAGES])
+    table = manifest.table.iloc[chosen]
+    detector = fit_ood(Predictor.load(model_dir), table["path"].astype(str).tolist(),
+                       labels=table["label"].astype(str).tolist(),
+                       groups=table["lesion_id"].astype(str).tolist()
+                       if table["lesion_id"].notna().all() else None, num_workers=recipe.num_workers,
+                       batch_size=recipe.batch_size, progress=progress, seed=recipe.seed)
+    detector.save(model_dir)
+    return {"n_images": int(len(chosen)), "percentile": 95.0}
+
+
+#: Fewer validation images than this leave the model uncalibrated (temperature 1).
+MIN_CALIBRATION_IMAGES = 100
+
+
+def _calibrate(model_dir: Path, frame: pd.DataFrame, classes: list[str],
+               manifest: Manifest) -> dict[str, Any]:
+    """Temperature scaling fitted on the validation predictions, saved in the model's config
+    (the Predictor divides logits by it). Validation probabilities come from T = 1 models, so
+    their logs are the logits up to a per-row constant, which softmax ignores. Too few images,
+    or a fit stuck at a bound of :data:`TEMPERATURE_BOUNDS` (separable data), keep T = 1."""
+    probs = frame[classes].to_numpy(dtype=np.float64)
+    targets = np.array([classes.index(c) for c in
+                        assign_classes(manifest.taxonomy, frame["label"], classes)])
+    result: dict[str, Any] = {"ece": expected_calibration_error(targets, probs)}
+    if len(frame) < MIN_CALIBRATION_IMAGES:
+        return {**result, "temperature": 1.0,
+                "skipped": f"{len(frame)} validation images < {MIN_CALIBRATION_IMAGES}"}
+    temperature = fit_temperature(np.log(np.clip(probs, 1e-12, 1.0)), targets)
+    if not TEMPERATURE_BOUNDS[0] * 1.01 < temperature < TEMPERATURE_BOUNDS[1] * 0.99:
+        return {**result, "temperature": 1.0,
+                "skipped": f"fitted temperature {temperature:.3g} at a bound"}
+    update_config(model_dir, temperature=temperature)
+    return {**result, "temperature": temperature,
+            "ece_calibrated": expected_calibration_error(
+                targets, apply_temperature(probs, temperature))}
 
 
 def _headline(metrics: dict) -> dict:

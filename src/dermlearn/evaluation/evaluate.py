@@ -1,0 +1,353 @@
+"""Evaluate probabilities, a predictions CSV, or a model on a dataset; write metrics and a report.
+
+>>> metrics = evaluate_probabilities(probs, labels, classes, taxonomy)          # pure, in memory
+>>> metrics = evaluate_predictions_csv("preds.csv", "../shared/data/ph2", out="eval/")
+>>> metrics = evaluate_model("runs/ph2/model", "../shared/data/ph2", out="eval/")  # + report.html
+
+``metrics.json`` holds ``accuracy``, ``balanced_accuracy``, ``auc_macro``, ``per_class``
+(label -> sensitivity, specificity, ppv, npv, auc, auc_sens_80, ap, ...), ``levels`` (each
+taxonomy level reachable by PA; the binary ones also ``auc``, ``auc_ci``, ROC and operating
+points), ``ece`` and ``calibration``, ``subgroups`` and, with readers, their operating points.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from dermlearn.data import Manifest, load
+from dermlearn.errors import DermlearnError
+from dermlearn.evaluation import plots
+from dermlearn.evaluation.binary import binary_report, load_readers, readers_vs_curve, roc_summary
+from dermlearn.evaluation.calibration import expected_calibration_error, reliability_bins
+from dermlearn.evaluation.levels import POSITIVE_GROUP, level_metrics
+from dermlearn.evaluation.metrics import classification_metrics
+from dermlearn.evaluation.subgroups import subgroup_metrics
+from dermlearn.evaluation.tables import align_truth, read_predictions
+from dermlearn.taxonomy import Taxonomy, aggregate, assign_classes, level_labels
+
+#: Binary tasks reported with ROC, bootstrap CI and operating points (Esteva's Fig. 3 tasks).
+BINARY_LEVELS = ("malignant_vs_benign", "melanoma_vs_rest")
+#: Readers whose CSV row names no task are drawn on this task's ROC.
+DEFAULT_READER_TASK = "malignant_vs_benign"
+
+
+def evaluate_probabilities(probs: np.ndarray, labels: Sequence[str], classes: Sequence[str],
+                           taxonomy: Taxonomy, *, metadata: pd.DataFrame | None = None,
+                           readers: pd.DataFrame | None = None, n_boot: int = 1000,
+                           seed: int = 0) -> dict[str, Any]:
+    """All metrics of ``probs`` (N, C) over ``classes`` against true taxonomy ``labels`` (N,).
+
+    ``metadata`` (N rows; optional columns sex, age, site) adds subgroup metrics; ``readers``
+    (name, sensitivity, specificity[, task]) are placed against the binary ROC curves.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    classes = list(classes)
+    labels = list(labels)
+    targets = np.array([classes.index(c) for c in assign_classes(taxonomy, labels, classes)])
+    metrics = classification_metrics(targets, probs, classes)
+    for c, name in enumerate(classes):
+        if 0 < np.sum(targets == c) < len(targets):
+            metrics["per_class"][name]["roc"] = roc_summary(targets == c, probs[:, c])
+    metrics["ece"] = expected_calibration_error(targets, probs)
+    bins = reliability_bins(targets, probs)
+    metrics["calibration"] = {"ece": metrics["ece"], "bins": {
+        k: [None if np.isnan(v) else float(v) for v in values] for k, values in bins.items()}}
+    levels = level_metrics(probs, labels, classes, taxonomy)
+    for level in BINARY_LEVELS:
+        if level not in levels:
+            continue
+        y, score = binary_scores(probs, labels, classes, taxonomy, level)
+        report = binary_report(y, score, n_boot=n_boot, seed=seed)
+        levels[level].update(report)
+        if readers is not None and len(readers):
+            task = readers["task"].fillna(DEFAULT_READER_TASK) if "task" in readers \
+                else pd.Series(DEFAULT_READER_TASK, index=readers.index)
+            mine = readers[task.to_numpy() == level]
+            if len(mine):
+                levels[level]["readers"] = readers_vs_curve(
+                    report["roc"]["fpr"], report["roc"]["tpr"], mine)
+    metrics["levels"] = levels
+    if metadata is not None:
+        metrics["subgroups"] = subgroup_metrics(targets, probs, classes,
+                                                metadata.reset_index(drop=True))
+    return metrics
+
+
+def binary_scores(probs: np.ndarray, labels: Sequence[str], classes: Sequence[str],
+                  taxonomy: Taxonomy, level: str) -> tuple[np.ndarray, np.ndarray]:
+    """(y (N,) bool, score (N,)) for a binary level: the positive group's summed probability."""
+    grouped, groups = aggregate(probs, classes, taxonomy, level)
+    positive = POSITIVE_GROUP[level]
+    truth = np.array(level_labels(labels, taxonomy, level)) == positive
+    return truth, grouped[:, groups.index(positive)]
+
+
+# -- inputs -----------------------------------------------------------------------------------
+def _metadata(manifest: Manifest) -> pd.DataFrame:
+    return manifest.table[[c for c in ("sex", "age", "site") if c in manifest.table]]
+
+
+def evaluate_predictions_csv(predictions: str | Path | pd.DataFrame, data: str | Path | Manifest,
+                             *, out: str | Path | None = None,
+                             taxonomy: Taxonomy | None = None,
+                             readers: str | Path | None = None, n_boot: int = 1000,
+                             seed: int = 0, report: bool = True) -> dict[str, Any]:
+    """Metrics of an ISIC-format predictions CSV (``image`` + one column per class) against a
+    dataset's labels; with ``out``, also ``metrics.json``, figures and ``report.html``."""
+    manifest = data if isinstance(data, Manifest) else load(data)
+    frame = read_predictions(predictions)
+    classes = [c for c in frame.columns if c != "image"]
+    truth = manifest.table.set_index("image_id")["label"]
+    y_labels, probs, ids = align_truth(frame, truth)
+    sub = manifest.select(ids)
+    metrics = evaluate_probabilities(probs, y_labels, classes, taxonomy or manifest.taxonomy,
+                                     metadata=_metadata(sub),
+                                     readers=load_readers(readers) if readers else None,
+                                     n_boot=n_boot, seed=seed)
+    metrics["source"] = {"predictions": str(predictions) if not isinstance(
+        predictions, pd.DataFrame) else "(frame)", "data": manifest.source}
+    if out is not None:
+        write_outputs(out, metrics, frame=frame.assign(label=y_labels), manifest=sub,
+                      predictor=None, summary=metrics["source"], report=report)
+    return metrics
+
+
+def evaluation_rows(model_dir: Path, manifest: Manifest, part: str) -> tuple[np.ndarray, str]:
+    """Rows of ``manifest`` to evaluate and a description. ``part``: ``all``, ``val`` (the run's
+    hold-out/out-of-fold images), ``test`` (its test part), or ``auto`` (``val`` when the model
+    was trained on this very dataset, so training images are never scored, else ``all``)."""
+    run = model_dir.parent if model_dir.name == "model" else model_dir
+    splits_file = run / "splits.csv"
+    same_data = False
+    if (run / "run.json").is_file() and splits_file.is_file():
+        trained_on = json.loads((run / "run.json").read_text()).get("data")
+        same_data = trained_on is not None and _same_path(trained_on, manifest.source)
+    if part == "auto":
+        part = "val" if same_data else "all"
+    if part == "all":
+        if same_data:
+            raise DermlearnError(f"{model_dir} was trained on {manifest.source}: scoring 'all' "
+                                 f"images would include its training images; use --part val "
+                                 f"or --part test")
+        return np.arange(len(manifest)), f"all {len(manifest)} images"
+    if not splits_file.is_file():
+        raise DermlearnError(f"--part {part} needs the run's splits.csv next to {model_dir}")
+    splits = pd.read_csv(splits_file, dtype={"fold": str, "image_id": str})
+    folds = splits.set_index("image_id")["fold"]
+    predicted = run / "val_predictions.csv"
+    if part == "val" and predicted.is_file():
+        wanted = set(pd.read_csv(predicted, usecols=["image"], dtype={"image": str})["image"])
+    else:
+        wanted = set(folds.index[folds == "test"]) if part == "test" else set()
+    rows = np.flatnonzero(manifest.table["image_id"].isin(wanted).to_numpy())
+    if not len(rows):
+        raise DermlearnError(f"no {part} images of {run} are in {manifest.source}")
+    what = {"val": "validation (lesion-grouped hold-out / out-of-fold) images of the run",
+            "test": "test-part images of the run"}[part]
+    return rows, f"{len(rows)} {what}"
+
+
+def _same_path(a: str, b: str) -> bool:
+    try:
+        return Path(a.split(":", 1)[-1]).resolve() == Path(b.split(":", 1)[-1]).resolve()
+    except OSError:
+        return a == b
+
+
+def evaluate_model(model: str | Path, data: str | Path | Manifest, out: str | Path, *,
+                   part: str = "auto", tta: int = 1, readers: str | Path | None = None,
+                   n_boot: int = 1000, seed: int = 0, explain: str | None = "saliency",
+                   examples_per_class: int = 2, embed: bool = True, batch_size: int = 32,
+                   progress: bool = True) -> dict[str, Any]:
+    """Predict ``data`` with ``model`` and write metrics, figures and ``report.html`` to ``out``."""
+    from dermlearn.serving.predictor import Predictor
+
+    model_dir = Path(model)
+    if (model_dir / "model" / "config.json").is_file():
+        model_dir = model_dir / "model"
+    predictor = Predictor.load(model_dir)
+    manifest = data if isinstance(data, Manifest) else load(data)
+    rows, described = evaluation_rows(model_dir, manifest, part)
+    sub = manifest.subset(rows)
+    paths = sub.table["path"].astype(str).tolist()
+    if predictor.config.get("ensemble") and part != "all" and "all" not in described:
+        probs = held_out_probabilities(model_dir, predictor, sub, tta=tta, batch_size=batch_size,
+                                       progress=progress)
+        described += " (each scored by the fold model that did not train on it)"
+    else:
+        probs = predictor.predict_paths(paths, tta=tta, batch_size=batch_size,
+                                        progress=progress)
+    frame = pd.DataFrame(probs, columns=predictor.classes)
+    frame.insert(0, "image", sub.image_ids)
+    metrics = evaluate_probabilities(probs, sub.labels, predictor.classes, predictor.taxonomy,
+                                     metadata=_metadata(sub),
+                                     readers=load_readers(readers) if readers else None,
+                                     n_boot=n_boot, seed=seed)
+    summary = run_summary(model_dir, predictor.config, manifest, described, tta)
+    metrics["source"] = summary
+    write_outputs(out, metrics, frame=frame.assign(label=sub.labels), manifest=sub,
+                  predictor=predictor, summary=summary, explain=explain,
+                  examples_per_class=examples_per_class, embed=embed, seed=seed,
+                  progress=progress)
+    return metrics
+
+
+def held_out_probabilities(model_dir: Path, predictor: Any, manifest: Manifest, *, tta: int = 1,
+                           batch_size: int = 32, progress: bool = False) -> np.ndarray:
+    """Out-of-fold probabilities (N, C) for a fold ensemble: each image of ``manifest`` is scored
+    by the member whose validation fold holds it (never by members that trained on it)."""
+    from dermlearn.serving.predictor import Predictor
+
+    splits = pd.read_csv(model_dir.parent / "splits.csv", dtype={"fold": str, "image_id": str})
+    fold_of = splits.set_index("image_id")["fold"].reindex(manifest.image_ids).to_numpy()
+    probs = np.zeros((len(manifest), len(predictor.classes)))
+    for member, name in zip(predictor.members, predictor.config["ensemble"]):
+        rows = np.flatnonzero(fold_of == Path(name).name)
+        if len(rows):
+            single = Predictor([member], predictor.config, predictor.device)
+            probs[rows] = single.predict_paths(
+                manifest.table["path"].astype(str).to_numpy()[rows].tolist(), tta=tta,
+                batch_size=batch_size, progress=progress)
+    return probs
+
+
+def run_summary(model_dir: Path, config: Mapping[str, Any], manifest: Manifest,
+                described: str, tta: int) -> dict[str, Any]:
+    """What was evaluated, how the model was made: the report's first table."""
+    run = model_dir.parent
+    run_info = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
+    recipe = run_info.get("recipe", {})
+    return {
+        "model": str(model_dir),
+        "backbone": config.get("backbone"),
+        "classes": ", ".join(config.get("classes", [])),
+        "ensemble members": len(config.get("ensemble", [])) or 1,
+        "recipe": recipe.get("name"),
+        "mode": recipe.get("mode"),
+        "image size (px)": config.get("preprocess", {}).get("input_size", [None])[-1],
+        "trained on": run_info.get("data"),
+        "split": (f"lesion-grouped, {recipe.get('folds')} folds" if recipe.get("folds", 1) > 1
+                  else f"lesion-grouped hold-out, {recipe.get('val_fraction')} of lesions")
+        if recipe else None,
+        "temperature": config.get("temperature"),
+        "evaluated on": f"{manifest.source} ({manifest.format}): {described}",
+        "test-time augmentation views": tta,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+# -- outputs ----------------------------------------------------------------------------------
+def write_outputs(out: str | Path, metrics: dict[str, Any], *, frame: pd.DataFrame,
+                  manifest: Manifest, predictor: Any | None, summary: Mapping[str, Any],
+                  explain: str | None = None, examples_per_class: int = 2, embed: bool = False,
+                  seed: int = 0, progress: bool = False, report: bool = True) -> Path:
+    """``metrics.json``, ``predictions.csv``, PNG figures and (``report``) ``report.html``."""
+    from dermlearn.evaluation.report_builder import build_report
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "predictions.csv", index=False, float_format="%.6f")
+    figures = make_figures(out, metrics)
+    if predictor is not None and embed and len(manifest) >= 5:
+        from dermlearn.explain import embed as embed_images
+
+        written = embed_images(predictor, manifest, out, seed=seed, progress=progress)
+        figures["tsne"] = [(written["by_class"], "t-SNE of penultimate features by class"),
+                           (written["by_correctness"], "t-SNE by correctness")]
+    if predictor is not None and explain:
+        figures.update(explanation_figures(out, predictor, manifest, frame, explain,
+                                           examples_per_class, metrics))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_jsonable))
+    if report:
+        build_report(out, metrics, figures, summary)
+    return out / "metrics.json"
+
+
+def make_figures(out: Path, metrics: Mapping[str, Any]) -> dict[str, list[tuple[Path, str]]]:
+    """Confusion matrices, ROC curves (per class, per binary task) and the reliability diagram."""
+    fig_dir = out / "figures"
+    labels = list(metrics["per_class"])
+    counts = np.asarray(metrics["confusion_matrix"]["matrix"])
+    if not counts[:, -1].any():  # no tied maxima: drop the 'undecided' column
+        counts = counts[:, :-1]
+    figures: dict[str, list[tuple[Path, str]]] = {"confusion": [
+        (plots.save_figure(plots.confusion_figure(counts, labels), fig_dir / "confusion.png"),
+         "confusion matrix, counts"),
+        (plots.save_figure(plots.confusion_figure(counts, labels, normalise=True),
+                           fig_dir / "confusion_normalised.png"),
+         "confusion matrix, row-normalised (recall on the diagonal)")]}
+    curves = [{"name": c, **v["roc"], "auc": v["auc"]}
+              for c, v in metrics["per_class"].items() if v.get("roc") and v.get("auc")]
+    figures["roc"] = []
+    if curves:
+        figures["roc"].append((plots.save_figure(
+            plots.roc_figure(curves, title="ROC per class (one vs rest)"),
+            fig_dir / "roc_per_class.png"), "ROC per class, one vs rest"))
+    for level, m in metrics["levels"].items():
+        if "roc" in m:
+            fig = plots.roc_figure([{"name": m.get("positive", level), **m["roc"],
+                                     "auc": m["auc"], "auc_ci": m.get("auc_ci")}],
+                                   readers=m.get("readers", {}).get("points"),
+                                   title=level.replace("_", " "))
+            figures["roc"].append((plots.save_figure(fig, fig_dir / f"roc_{level}.png"),
+                                   f"{level}: ROC with bootstrap 95% CI"))
+    bins = metrics["calibration"]["bins"]
+    figures["calibration"] = [(plots.save_figure(
+        plots.reliability_figure(bins, metrics["ece"]), fig_dir / "reliability.png"),
+        "reliability diagram (top-class confidence)")]
+    return figures
+
+
+def explanation_figures(out: Path, predictor: Any, manifest: Manifest, frame: pd.DataFrame,
+                        method: str, per_class: int, metrics: dict[str, Any]
+                        ) -> dict[str, list[tuple[Path, str]]]:
+    """Saliency examples per class, right and wrong, and (with lesion masks) focus scores."""
+    from dermlearn.data.images import read_image
+    from dermlearn.explain import explain_images, overlay
+
+    classes = predictor.classes
+    probs = frame[classes].to_numpy()
+    targets = np.array([classes.index(c) for c in
+                        assign_classes(predictor.taxonomy, manifest.labels, classes)])
+    predicted = probs.argmax(axis=1)
+    rng = np.random.default_rng(0)
+    panels = []
+    for c, name in enumerate(classes):
+        for correct in (True, False):
+            rows = np.flatnonzero((targets == c) & ((predicted == c) == correct))
+            for i in rng.permutation(rows)[:per_class]:
+                image = read_image(manifest.table["path"].iloc[i])
+                exp = explain_images(predictor, [image], method)[0]
+                panels.append({"image": overlay(image, exp.heatmap),
+                               "caption": f"true {name}\npred {classes[predicted[i]]} "
+                                          f"({probs[i, predicted[i]]:.2f}) "
+                                          f"{'right' if correct else 'WRONG'}"})
+    figures: dict[str, list[tuple[Path, str]]] = {}
+    if panels:
+        fig = plots.example_grid_figure(panels, columns=per_class * 2,
+                                        title=f"{method} maps: per class, right then wrong")
+        figures["explain"] = [(plots.save_figure(fig, out / "figures" / f"{method}_grid.png"),
+                               f"{method} examples per class (rows), right then wrong")]
+    if "mask_path" in manifest.table and manifest.table["mask_path"].notna().any():
+        from dermlearn.explain import lesion_focus_scores, summarise_focus
+
+        masked = manifest.subset(np.flatnonzero(manifest.table["mask_path"].notna().to_numpy()))
+        scores = lesion_focus_scores(predictor, masked, method=method, limit_per_class=10)
+        scores.to_csv(out / "lesion_focus.csv", index=False)
+        summary = summarise_focus(scores)
+        metrics["lesion_focus"] = {"method": method,
+                                   "per_class": json.loads(summary.to_json(orient="index"))}
+    return figures
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(type(value).__name__)

@@ -1,0 +1,130 @@
+"""The evaluation report's sections, from ``metrics`` and the figures written beside it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from dermlearn.evaluation.report import figures as figure_row
+from dermlearn.evaluation.report import fmt, key_values, render_report, table
+
+LEVEL_TITLES = {"esteva3": "Esteva 3-way", "esteva9": "Esteva 9-way style",
+                "malignant_vs_benign": "malignant vs benign", "melanoma_vs_rest": "melanoma vs rest",
+                "ham7": "HAM10000 7 classes", "isic2019": "ISIC 2019 classes"}
+
+DEFINITIONS = (
+    "<p class='note'>Conventions of the ISIC challenge (and of the <code>isic-challenge-scoring"
+    "</code> package, which a test compares against): the predicted class is the argmax and a "
+    "tied maximum counts as wrong; balanced accuracy is the mean per-class recall; per-class "
+    "sensitivity, specificity, PPV and NPV are one-vs-rest at probability threshold 0.5; "
+    "'AUC &gt;80% sens.' is the raw partial area under the ROC curve where sensitivity is at "
+    "least 80%; AP is average precision. Taxonomy levels are obtained by summing class "
+    "probabilities up the tree (PA, Esteva et al. 2017). AUC confidence intervals are "
+    "percentile bootstrap intervals over images. ECE: 15 equal-width bins of top-class "
+    "confidence.</p>")
+
+
+def headline_rows(metrics: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    rows = [("images", metrics.get("n")), ("accuracy", metrics.get("accuracy")),
+            ("balanced accuracy (ISIC)", metrics.get("balanced_accuracy")),
+            ("macro AUC", metrics.get("auc_macro")), ("ECE", metrics.get("ece"))]
+    for level in ("malignant_vs_benign", "melanoma_vs_rest"):
+        m = metrics.get("levels", {}).get(level)
+        if m and m.get("auc") is not None:
+            ci = m.get("auc_ci")
+            rows.append((f"{LEVEL_TITLES[level]} AUC (95% CI)",
+                         f"{fmt(m['auc'])} ({fmt(ci)})" if ci else m["auc"]))
+    for level in ("esteva3", "esteva9"):
+        m = metrics.get("levels", {}).get(level)
+        if m:
+            rows.append((f"{LEVEL_TITLES[level]} accuracy", m.get("accuracy")))
+    return rows
+
+
+PER_CLASS_KEYS = ("n", "recall", "sensitivity", "specificity", "ppv", "npv", "auc", "auc_sens_80", "ap")
+
+
+def per_class_table(per_class: Mapping[str, Mapping[str, Any]],
+                    macro: Mapping[str, Any] | None = None) -> str:
+    rows = [[label] + [v.get(k) for k in PER_CLASS_KEYS] for label, v in per_class.items()]
+    if macro:
+        rows.append(["macro average", None] + [macro.get(k) for k in PER_CLASS_KEYS[1:]])
+    return table(rows, ["class", "n", "recall (argmax)", "sensitivity @0.5", "specificity", "PPV", "NPV", "AUC",
+                        "AUC >80% sens.", "AP"])
+
+
+def levels_table(levels: Mapping[str, Mapping[str, Any]]) -> str:
+    rows = [[LEVEL_TITLES.get(name, name), m.get("n"), m.get("accuracy"),
+             m.get("balanced_accuracy"), m.get("auc_macro"), m.get("auc"), m.get("auc_ci")]
+            for name, m in levels.items()]
+    return table(rows, ["level (PA)", "n", "accuracy", "balanced accuracy", "macro AUC",
+                        "binary AUC", "95% CI"])
+
+
+def operating_points_table(levels: Mapping[str, Mapping[str, Any]]) -> str:
+    rows = []
+    for name, m in levels.items():
+        for point in m.get("operating_points", []):
+            rows.append([LEVEL_TITLES.get(name, name), point.get("fixed"), point.get("at"),
+                         point.get("sensitivity"), point.get("specificity"),
+                         point.get("threshold")])
+    return table(rows, ["task", "fixed", "at", "sensitivity", "specificity", "threshold"]) \
+        if rows else ""
+
+
+def readers_html(levels: Mapping[str, Mapping[str, Any]]) -> str:
+    parts = []
+    for name, m in levels.items():
+        readers = m.get("readers")
+        if not readers:
+            continue
+        points = readers["points"]
+        parts.append(f"<p><b>{fmt(LEVEL_TITLES.get(name, name))}</b>: "
+                     f"{readers['n_below']} of {len(points)} readers lie below the curve.</p>")
+        parts.append(table([[p["name"], p["sensitivity"], p["specificity"], p["below_curve"]]
+                            for p in points],
+                           ["reader", "sensitivity", "specificity", "below curve"]))
+    return "".join(parts)
+
+
+def subgroups_table(subgroups: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    rows = [[f"{attribute} = {group}", m.get("n"), m.get("accuracy"), m.get("balanced_accuracy"),
+             m.get("auc_macro")]
+            for attribute, groups in subgroups.items() for group, m in groups.items()]
+    return table(rows, ["subgroup", "n", "accuracy", "balanced accuracy", "macro AUC"]) \
+        if rows else ""
+
+
+def focus_table(focus: Mapping[str, Any]) -> str:
+    rows = [[label] + list(v.values()) for label, v in focus["per_class"].items()]
+    header = ["class"] + list(next(iter(focus["per_class"].values())).keys()) if rows else []
+    return (f"<p class='note'>Share of {focus['method']} mass inside the dermatologist's lesion "
+            f"mask, against the mask's share of the image (chance), and the pointing-game hit "
+            f"rate (the map's maximum lies in the lesion).</p>" + table(rows, header)) \
+        if rows else ""
+
+
+def build_report(out: str | Path, metrics: Mapping[str, Any],
+                 figures: Mapping[str, Sequence[tuple[Path, str]]],
+                 summary: Mapping[str, Any]) -> Path:
+    """Write ``out/report.html`` (self-contained) and return its path."""
+    out = Path(out)
+    fig = {k: list(v) for k, v in figures.items()}
+    sections = [
+        ("Run summary", key_values(summary)),
+        ("Headline", table(headline_rows(metrics), ["metric", "value"]) + DEFINITIONS),
+        ("Per class", per_class_table(metrics["per_class"], metrics.get("macro"))),
+        ("Confusion matrices", figure_row(fig.get("confusion", []))),
+        ("Taxonomy levels", levels_table(metrics.get("levels", {}))),
+        ("ROC curves", figure_row(fig.get("roc", [])) + operating_points_table(
+            metrics.get("levels", {})) + readers_html(metrics.get("levels", {}))),
+        ("Calibration", figure_row(fig.get("calibration", [])) + (
+            f"<p>Expected calibration error {fmt(metrics.get('ece'))}; temperature "
+            f"{fmt(summary.get('temperature'))} (fitted on the training run's validation "
+            f"predictions; 1 or – means none).</p>")),
+        ("Embedding (t-SNE)", figure_row(fig.get("tsne", []))),
+        ("Explanations", figure_row(fig.get("explain", [])) + (
+            focus_table(metrics["lesion_focus"]) if metrics.get("lesion_focus") else "")),
+        ("Subgroups", subgroups_table(metrics.get("subgroups", {}))),
+    ]
+    return render_report(out / "report.html", "dermlearn evaluation report", sections,
+                         subtitle=f"{summary.get('evaluated on', '')}")

@@ -1,0 +1,154 @@
+"""Inference backends behind one interface: PyTorch (eager) and ONNX Runtime.
+
+Both take a preprocessed batch (N, 3, H, W) float32 and return :class:`BackendOutput`
+(probabilities over the training classes with the saved temperature applied, averaged over
+ensemble members, and the out-of-distribution feature vectors); both preprocess PIL images with
+the model's own eval transform.
+
+>>> backend = create_backend("runs/ham/model", "onnx", threads=2)
+>>> out = backend.infer(backend.preprocess_images([image]))
+>>> out.probabilities.shape, out.features.shape        # (1, C), (1, D)
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal, Protocol, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dermlearn.errors import DermlearnError
+from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
+from dermlearn.serving.predictor import TTA_VIEWS, Predictor, _view
+
+__all__ = ["BACKENDS", "BackendOutput", "InferenceBackend", "OnnxBackend", "TorchBackend",
+           "create_backend"]
+
+log = logging.getLogger(__name__)
+
+BackendName = Literal["torch", "onnx"]
+BACKENDS: tuple[str, ...] = ("torch", "onnx")
+
+
+@dataclass
+class BackendOutput:
+    """Model outputs for a batch: ``probabilities`` (N, C) and OOD ``features`` (N, D)."""
+
+    probabilities: np.ndarray
+    features: np.ndarray
+
+
+class InferenceBackend(Protocol):
+    """What the service and ``predict --backend`` need from a backend."""
+
+    name: str
+    classes: list[str]
+    preprocess: PreprocessConfig
+
+    def infer(self, batch: torch.Tensor | np.ndarray) -> BackendOutput: ...
+
+    def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor: ...
+
+    def predict_batch(self, batch: torch.Tensor, tta: int = 1) -> np.ndarray: ...
+
+
+class _Base:
+    name = "base"
+    classes: list[str]
+    preprocess: PreprocessConfig
+    transform: Callable[[Image.Image], torch.Tensor]
+
+    def infer(self, batch: torch.Tensor | np.ndarray) -> BackendOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Batch (N, 3, H, W) float32 from decoded RGB images (the model's eval transform)."""
+        if not images:
+            _, h, w = self.preprocess.input_size
+            return torch.empty((0, 3, h, w))
+        return torch.stack([self.transform(img) for img in images])
+
+    def predict_batch(self, batch: torch.Tensor, tta: int = 1) -> np.ndarray:
+        """Probabilities (N, C) averaged over ``tta`` dihedral views (as Predictor does)."""
+        if not 1 <= tta <= len(TTA_VIEWS):
+            raise DermlearnError(f"tta must be between 1 and {len(TTA_VIEWS)}, not {tta}")
+        total = np.zeros((len(batch), len(self.classes)), dtype=np.float64)
+        for name in TTA_VIEWS[:tta]:
+            total += self.infer(_view(torch.as_tensor(batch), name).contiguous()).probabilities
+        return total / tta
+
+
+class TorchBackend(_Base):
+    """PyTorch eager inference through a loaded :class:`Predictor` (CPU or CUDA)."""
+
+    name = "torch"
+
+    def __init__(self, predictor: Predictor, *, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.predictor = predictor
+        self.classes = list(predictor.classes)
+        self.preprocess = predictor.preprocess
+        self.transform = predictor.transform
+        self.threads = torch.get_num_threads()
+
+    def infer(self, batch: torch.Tensor | np.ndarray) -> BackendOutput:
+        probs, feats = self.predictor.predict_batch_with_features(torch.as_tensor(batch))
+        return BackendOutput(probs, feats)
+
+
+class OnnxBackend(_Base):
+    """ONNX Runtime inference (CPU execution provider) of a file from
+    :func:`~dermlearn.serving.onnx_export.export_onnx`; self-contained: classes and
+    preprocessing come from the file's metadata."""
+
+    name = "onnx"
+
+    def __init__(self, path: str | Path, *, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads or 0)  # 0: ONNX Runtime's default (cores)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            self.session = ort.InferenceSession(str(self.path), options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise DermlearnError(f"{self.path}: cannot load the ONNX model ({exc})") from None
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        try:
+            self.classes = list(json.loads(self.metadata["classes"]))
+            self.preprocess = PreprocessConfig.from_dict(json.loads(self.metadata["preprocess"]))
+        except (KeyError, ValueError) as exc:
+            raise DermlearnError(f"{self.path}: not a dermlearn ONNX export (metadata {exc})"
+                                 ) from None
+        self.transform = eval_transform(self.preprocess)
+        self.threads = int(threads or 0)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def infer(self, batch: torch.Tensor | np.ndarray) -> BackendOutput:
+        array = batch.numpy() if isinstance(batch, torch.Tensor) else batch
+        probs, feats = self.session.run(None, {self.input_name: np.ascontiguousarray(
+            array, dtype=np.float32)})
+        return BackendOutput(probs.astype(np.float64), feats)
+
+
+def create_backend(model_dir: str | Path, backend: str = "torch", *,
+                   predictor: Predictor | None = None, threads: int | None = None,
+                   onnx_path: str | Path | None = None) -> TorchBackend | OnnxBackend:
+    """A backend for a model directory; for ``onnx`` the export is made (and cached) on the
+    fly unless ``onnx_path`` names one."""
+    if backend == "torch":
+        return TorchBackend(predictor or Predictor.load(model_dir), threads=threads)
+    if backend == "onnx":
+        from dermlearn.serving.onnx_export import ensure_onnx
+
+        path = Path(onnx_path) if onnx_path else ensure_onnx(model_dir, predictor)
+        return OnnxBackend(path, threads=threads)
+    raise DermlearnError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")

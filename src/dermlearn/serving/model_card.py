@@ -1,0 +1,179 @@
+"""Who a model is and what it is for: identity (id + content version) and the model card.
+
+The version is content-addressed: a SHA-256 over the weights and the parts of ``config.json``
+that change the model's output, so two copies of the same model report the same version and a
+retrained model a new one (the ONNX cache and the OOD statistics are keyed by it).
+
+>>> card = build_model_card(Predictor.load("runs/ham/model"))
+>>> card["validation"]["balanced_accuracy"], card["limitations"][0]
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from dermlearn import __version__
+from dermlearn.errors import TaxonomyError
+from dermlearn.models.lesion_classifier import WEIGHTS_FILE
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dermlearn.serving.predictor import Predictor
+
+__all__ = ["INTENDED_USE", "LIMITATIONS", "SERVED_LEVELS", "available_levels", "build_model_card",
+           "feature_digest", "model_identity", "source_digest"]
+
+#: Config fields that change what the model computes (the rest is documentation).
+_OUTPUT_FIELDS = ("backbone", "classes", "preprocess", "temperature", "head", "metadata",
+                  "ensemble")
+
+#: Config fields that change the features (what the OOD statistics depend on): not the
+#: temperature, which calibration may change after training.
+_FEATURE_FIELDS = ("backbone", "preprocess", "ensemble")
+
+#: Taxonomy levels the service reports (via PA) when the model's classes allow them.
+SERVED_LEVELS = ("malignant_vs_benign", "melanoma_vs_rest", "esteva3")
+
+INTENDED_USE = (
+    "Decision support for clinicians and researchers: a second opinion on a dermoscopic or "
+    "close-up clinical photograph of a single skin lesion. The output is a probability over "
+    "the model's diagnostic classes, not a diagnosis; it does not replace examination, "
+    "dermoscopy by a trained clinician, or histopathology. Not a medical device.")
+
+LIMITATIONS = [
+    "Not a diagnosis. Any lesion that worries a patient or a clinician needs a clinical "
+    "examination, whatever the score.",
+    "The model only knows the classes it was trained on; a lesion of another kind (e.g. a rare "
+    "tumour, an inflammatory disease) is still forced into one of them.",
+    "Trained on the dataset named in the model card; performance on other cameras, "
+    "dermatoscopes, body sites, populations and skin types (darker skin types are "
+    "under-represented in public dermoscopy data) can be considerably lower.",
+    "Validation figures are from a lesion-grouped split of the same collection, not from a "
+    "prospective clinical study.",
+    "The out-of-distribution check flags photos unlike the training images (e.g. not a skin "
+    "lesion, wrong modality); it is a statistical screen, not a guarantee: a flag means the "
+    "prediction should be disregarded, no flag does not make it trustworthy.",
+    "The malignancy risk is the summed probability of the malignant classes (PA); it is only "
+    "as calibrated as the temperature fitted on validation data (temperature 1 means no "
+    "calibration was fitted).",
+    "Heatmaps (saliency, Grad-CAM) show which pixels influenced the score; they are not a "
+    "segmentation of the lesion and can highlight artefacts (rulers, hair, ink marks).",
+]
+
+
+def source_digest(directory: str | Path | None, config: Mapping[str, Any],
+                  fields: tuple[str, ...] = _OUTPUT_FIELDS) -> str:
+    """SHA-256 hex digest of a model's weights and output-relevant config ``fields``."""
+    h = hashlib.sha256()
+    h.update(json.dumps({k: config.get(k) for k in fields}, sort_keys=True,
+                        default=str).encode())
+    if directory is not None:
+        directory = Path(directory)
+        members = list(config.get("ensemble") or []) or ["."]
+        for member in members:
+            path = directory / member / WEIGHTS_FILE
+            h.update(member.encode())
+            if path.is_file():
+                with open(path, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+    return h.hexdigest()
+
+
+def feature_digest(directory: str | Path | None, config: Mapping[str, Any]) -> str:
+    """Digest of what the penultimate/stage features depend on (weights, backbone,
+    preprocessing; not the temperature): the key of a model's OOD statistics."""
+    return "sha256:" + source_digest(directory, config, _FEATURE_FIELDS)[:16]
+
+
+def model_identity(directory: str | Path | None, config: Mapping[str, Any]) -> tuple[str, str]:
+    """(model id, version). The id is ``config["model_id"]`` or the run's folder name; the
+    version is ``config["model_version"]`` or ``sha256:`` + 12 hex digits of
+    :func:`source_digest`."""
+    model_id = config.get("model_id")
+    if not model_id:
+        if directory is not None:
+            directory = Path(directory).resolve()
+            model_id = directory.parent.name if directory.name == "model" else directory.name
+        else:
+            model_id = f"{config.get('backbone', 'model')}"
+    version = config.get("model_version") or f"sha256:{source_digest(directory, config)[:12]}"
+    return str(model_id), str(version)
+
+
+def available_levels(predictor: "Predictor", levels: tuple[str, ...] = SERVED_LEVELS
+                     ) -> dict[str, list[str]]:
+    """``{level: groups}`` for the taxonomy levels the model's classes can be aggregated to."""
+    uniform = np.full((1, len(predictor.classes)), 1.0 / len(predictor.classes))
+    out = {}
+    for level in levels:
+        try:
+            _, groups = predictor.to_level(uniform, level)
+        except TaxonomyError:
+            continue
+        out[level] = list(groups)
+    return out
+
+
+def _validation(predictor: "Predictor") -> dict[str, Any] | None:
+    """Validation metrics from the model config, else the run's ``metrics.json`` (headline)."""
+    config = predictor.config
+    if config.get("validation"):
+        return {"source": "model config", **dict(config["validation"])}
+    if predictor.directory is None:
+        return None
+    path = predictor.directory.parent / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    out: dict[str, Any] = {"source": "metrics.json", "protocol": metrics.get("validation")}
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)) or "ci" in key.lower():
+            out[key] = value
+    if isinstance(metrics.get("per_class"), dict):
+        out["per_class_auc"] = {c: v.get("auc") for c, v in metrics["per_class"].items()
+                                if isinstance(v, dict)}
+    for level, m in (metrics.get("levels") or {}).items():
+        if isinstance(m, dict) and m.get("auc") is not None:
+            out[f"{level}_auc"] = m["auc"]
+    if "cv" in metrics:
+        out["cv"] = metrics["cv"]
+    return out
+
+
+def build_model_card(predictor: "Predictor", *, ood: Mapping[str, Any] | None = None,
+                     backend: str | None = None) -> dict[str, Any]:
+    """A JSON-safe model card: identity, classes, taxonomy levels, preprocessing, training data
+    summary, validation metrics (with CIs where recorded), intended use and limitations."""
+    config = predictor.config
+    model_id, version = model_identity(predictor.directory, config)
+    names = config.get("class_names") or {}
+    training = dict(config.get("training_data") or {})
+    if "source" in training:  # the dataset's name, not the training machine's file layout
+        training["source"] = Path(str(training["source"])).name
+    return {
+        "model_id": model_id,
+        "version": version,
+        "dermlearn_version": __version__,
+        "trained_with": config.get("dermlearn_version"),
+        "backend": backend,
+        "backbone": config.get("backbone"),
+        "ensemble_members": len(predictor.members),
+        "classes": [{"id": c, "name": names.get(c) or predictor.taxonomy.display_name(c)}
+                    for c in predictor.classes],
+        "taxonomy": predictor.taxonomy.name,
+        "levels": available_levels(predictor),
+        "preprocess": predictor.preprocess.to_dict(),
+        "temperature": predictor.temperature,
+        "training_data": training or None,
+        "validation": _validation(predictor),
+        "ood": dict(ood) if ood is not None else {"available": False},
+        "intended_use": INTENDED_USE,
+        "limitations": list(LIMITATIONS),
+    }

@@ -1,0 +1,229 @@
+"""Export a saved model (single or fold ensemble) to one self-describing ONNX file.
+
+The graph takes ``image`` (N, 3, H, W) float32, preprocessed as the metadata says, and returns
+
+* ``probabilities`` (N, C): the mean over ensemble members of ``softmax(logits / temperature)``
+  (the saved temperature is part of the graph; it is also in the metadata);
+* ``features`` (N, D): the out-of-distribution detector's feature vector
+  (:mod:`dermlearn.serving.ood`): the first member's pooled penultimate features followed by
+  channel statistics of middle backbone stages (``feature_layout`` in the metadata).
+
+The batch axis is dynamic; the file is a single opset-17 file (TorchScript exporter,
+``dynamo=False``: the dynamo exporter writes opset 18 with weights in a side file). Models that
+fuse age/sex/site get the "all unknown" metadata encoding baked in, as the service has none.
+Preprocessing (input size, mean, std, interpolation, crop_pct), classes, taxonomy levels,
+temperature and model id/version are stored in the ONNX ``metadata_props``.
+
+>>> export_onnx("runs/ham/model", "ham.onnx")
+>>> path = ensure_onnx("runs/ham/model")    # cached model.onnx (or a temp-dir copy), re-exported
+...                                         # when the weights changed
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from dermlearn import __version__
+from dermlearn.errors import DermlearnError
+from dermlearn.serving.model_card import available_levels, model_identity, source_digest
+from dermlearn.serving.ood import ood_features
+from dermlearn.serving.predictor import Predictor
+
+__all__ = ["ONNX_FILE", "OPSET", "EnsembleGraph", "export_onnx", "ensure_onnx", "onnx_metadata",
+           "read_onnx_metadata"]
+
+log = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+OPSET = 17
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("probabilities", "features")
+#: metadata_props key holding the digest of the weights the file was exported from.
+DIGEST_KEY = "dermlearn.source_digest"
+
+
+class EnsembleGraph(nn.Module):
+    """images -> (mean member softmax(logits / T), OOD feature vector): the exported graph."""
+
+    def __init__(self, predictor: Predictor):
+        super().__init__()
+        self.members = nn.ModuleList(predictor.members)
+        self.temperature = float(predictor.temperature)
+        metadata = predictor.missing_metadata(1)
+        self.register_buffer("unknown_metadata",
+                             metadata.float() if metadata is not None else torch.zeros(1, 0))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probabilities = None
+        features = None
+        for member in self.members:
+            if features is None:
+                feats, features, _ = ood_features(member, images)
+            else:
+                feats = member.features(images)
+            metadata = (self.unknown_metadata.expand(images.shape[0], -1)
+                        if member.metadata is not None else None)
+            p = torch.softmax(member.classify(feats, metadata) / self.temperature, dim=1)
+            probabilities = p if probabilities is None else probabilities + p
+        return probabilities / len(self.members), features
+
+
+def onnx_metadata(predictor: Predictor) -> dict[str, str]:
+    """The ``metadata_props`` written into an exported file (all values strings; JSON where
+    structured)."""
+    config = predictor.config
+    model_id, version = model_identity(predictor.directory, config)
+    pre = predictor.preprocess.to_dict()
+    levels = {}
+    onehot = np.eye(len(predictor.classes))
+    for level in available_levels(predictor):
+        grouped, groups = predictor.to_level(onehot, level)
+        levels[level] = {"groups": groups,
+                         "class_to_group": {c: groups[int(j)] for c, j in
+                                            zip(predictor.classes, grouped.argmax(axis=1))}}
+    meta = {
+        "dermlearn.format": "1",
+        "dermlearn.version": __version__,
+        "model_id": model_id,
+        "model_version": version,
+        DIGEST_KEY: source_digest(predictor.directory, config),
+        "backbone": str(config.get("backbone")),
+        "ensemble_members": str(len(predictor.members)),
+        "classes": json.dumps(predictor.classes),
+        "class_names": json.dumps(config.get("class_names") or {}),
+        "taxonomy": predictor.taxonomy.name,
+        "taxonomy_levels": json.dumps(levels),
+        "temperature": repr(predictor.temperature),
+        "preprocess": json.dumps(pre),
+        "input_size": json.dumps(pre["input_size"]),
+        "mean": json.dumps(pre["mean"]),
+        "std": json.dumps(pre["std"]),
+        "interpolation": pre["interpolation"],
+        "crop_pct": repr(pre["crop_pct"]),
+        "input_layout": "NCHW float32 RGB; resize the shorter side to size / crop_pct with "
+                        "'interpolation', centre-crop to input_size, scale to [0, 1], "
+                        "subtract mean and divide by std per channel",
+        "outputs": "probabilities: mean over ensemble members of softmax(logits / temperature), "
+                   "shape (N, len(classes)); features: the out-of-distribution detector's "
+                   "input (N, D), parts as in feature_layout",
+        "feature_layout": json.dumps(predictor.feature_layout),
+        "metadata_inputs": ("age/sex/site baked in as unknown" if predictor.metadata_encoder
+                            is not None else "none"),
+    }
+    return meta
+
+
+def export_onnx(model: str | Path | Predictor, out: str | Path, *, opset: int = OPSET) -> Path:
+    """Write ``model`` (a model directory or a loaded :class:`Predictor`) as a single ONNX file.
+
+    Returns the path written (atomically: a crash leaves no half-written file).
+    """
+    import onnx
+
+    predictor = model if isinstance(model, Predictor) else Predictor.load(model)
+    if predictor.device != "cpu":
+        raise DermlearnError("export from a CPU predictor (Predictor.load(..., device='cpu'))")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    graph = EnsembleGraph(predictor).eval()
+    _, h, w = predictor.preprocess.input_size
+    dummy = torch.zeros(2, 3, h, w)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # The TorchScript exporter is deprecated in favour of dynamo, which cannot write a
+            # single opset-17 file; the traced shapes it warns about are the static H, W.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(
+                graph, (dummy,), tmp, dynamo=False, opset_version=opset,
+                input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in OUTPUT_NAMES}},
+                do_constant_folding=True)
+        proto = onnx.load(tmp)
+        del proto.metadata_props[:]
+        for key, value in onnx_metadata(predictor).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        proto.producer_name = "dermlearn"
+        proto.producer_version = __version__
+        proto.doc_string = (f"dermlearn skin-lesion classifier ({predictor.config.get('backbone')}"
+                            f", {len(predictor.members)} member(s)); see metadata_props")
+        onnx.checker.check_model(proto)
+        onnx.save(proto, tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file as a dict."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def _cache_candidates(directory: Path, digest: str) -> list[Path]:
+    return [directory / ONNX_FILE,
+            Path(tempfile.gettempdir()) / "dermlearn-onnx" / f"{digest[:24]}.onnx"]
+
+
+def _fresh(path: Path, digest: str) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        return read_onnx_metadata(path).get(DIGEST_KEY) == digest
+    except Exception:  # an unreadable cache file is simply re-exported
+        return False
+
+
+def ensure_onnx(model_dir: str | Path, predictor: Predictor | None = None) -> Path:
+    """Path of an up-to-date ONNX export of ``model_dir``, exporting it when needed.
+
+    The file is cached as ``MODEL_DIR/model.onnx``, or, when the model directory is read-only,
+    in ``$TMPDIR/dermlearn-onnx/``; a cached file whose weights digest no longer matches the
+    model is re-exported.
+    """
+    model_dir = Path(model_dir)
+    if (model_dir / "model" / "config.json").exists():
+        model_dir = model_dir / "model"
+    predictor = predictor or Predictor.load(model_dir)
+    digest = source_digest(model_dir, predictor.config)
+    candidates = _cache_candidates(model_dir, digest)
+    for path in candidates:
+        if _fresh(path, digest):
+            return path
+    errors = []
+    for path in candidates:
+        try:
+            log.info("exporting %s to ONNX at %s", model_dir, path)
+            return export_onnx(predictor, path)
+        except OSError as exc:  # read-only model directory: fall back to the temp dir
+            errors.append(f"{path}: {exc}")
+    raise DermlearnError("cannot write the ONNX export anywhere: " + "; ".join(errors))
+
+
+def metadata_dict(meta: Mapping[str, str]) -> dict[str, Any]:
+    """Decode the JSON-valued entries of :func:`onnx_metadata` (for clients and tests)."""
+    out: dict[str, Any] = {}
+    for key, value in meta.items():
+        try:
+            out[key] = json.loads(value)
+        except (TypeError, ValueError):
+            out[key] = value
+    return out

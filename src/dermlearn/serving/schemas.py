@@ -1,0 +1,87 @@
+"""Response bodies of the web service (pydantic models: validation and the OpenAPI schema)."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import BaseModel, Field
+
+__all__ = ["ClassProbability", "ErrorResponse", "Explanation", "Health", "ImageInfo",
+           "MalignancyRisk", "ModelRef", "OODResult", "PredictionResponse"]
+
+
+class ClassProbability(BaseModel):
+    id: str = Field(description="training class id (taxonomy node)")
+    name: str = Field(description="display name")
+    probability: float
+
+
+class MalignancyRisk(BaseModel):
+    probability: Optional[float] = Field(
+        description="P(malignant): the summed probability of the model's malignant classes "
+                    "(PA) after temperature scaling; null when the classes do not allow it")
+    temperature: float = Field(description="softmax temperature applied to the logits")
+    calibrated: bool = Field(description="whether a temperature was fitted on validation data")
+    note: Optional[str] = None
+
+
+class OODResult(BaseModel):
+    available: bool = Field(description="false when the model has no OOD statistics")
+    flag: Optional[bool] = Field(
+        default=None, description="true: the photo does not look like the training images "
+                                  "(disregard the prediction)")
+    score: Optional[float] = None
+    threshold: Optional[float] = None
+    method: Optional[str] = None
+    percentile: Optional[float] = None
+    layer: Optional[str] = Field(default=None, description="the layer with the largest score")
+    reason: Optional[str] = None
+
+
+class Explanation(BaseModel):
+    method: str
+    target: str = Field(description="the class explained (the most probable one)")
+    media_type: str = "image/png"
+    png_base64: str = Field(description="heatmap overlaid on the photo, base64 PNG")
+    width: int
+    height: int
+
+
+class ModelRef(BaseModel):
+    id: str
+    version: str
+    backend: str
+
+
+class ImageInfo(BaseModel):
+    width: int = Field(description="width after EXIF orientation")
+    height: int
+
+
+class PredictionResponse(BaseModel):
+    model: ModelRef
+    image: ImageInfo
+    probabilities: dict[str, float] = Field(description="per training class, sums to 1")
+    top_k: list[ClassProbability]
+    levels: dict[str, dict[str, float]] = Field(
+        description="taxonomy levels (malignant_vs_benign, melanoma_vs_rest, esteva3 where the "
+                    "classes allow) by probability aggregation up the tree")
+    malignancy_risk: MalignancyRisk
+    ood: OODResult
+    explanation: Optional[Explanation] = None
+    timing_ms: dict[str, float]
+    disclaimer: str
+
+
+class Health(BaseModel):
+    status: str
+    model_id: str
+    version: str
+    backend: str
+    ood_available: bool
+    uptime_s: float
+    batching: dict[str, Any]
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="what went wrong, for people")
+    code: str = Field(description="machine-readable reason, e.g. upload_too_large")

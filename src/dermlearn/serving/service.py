@@ -1,0 +1,221 @@
+"""The decision-support service without HTTP: model, backend, OOD screen, batching, results.
+
+:class:`ServiceConfig` is what ``dermlearn serve`` is given; :class:`LesionService` turns an
+uploaded photo (bytes) into the prediction document of ``POST /v1/predict``.
+
+>>> service = LesionService(ServiceConfig("runs/ham/model", backend="onnx"))
+>>> image, batch = service.decode(photo_bytes)
+>>> row = service.batcher.submit(batch[0]).result()
+>>> service.result(row, image)["malignancy_risk"]
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dermlearn.data.images import DEFAULT_MAX_PIXELS, read_image
+from dermlearn.errors import DermlearnError, ImageDecodeError, TaxonomyError
+from dermlearn.serving.backends import BACKENDS, BackendOutput, create_backend
+from dermlearn.serving.batching import MicroBatcher
+from dermlearn.serving.model_card import (available_levels, build_model_card, feature_digest,
+                                          model_identity)
+from dermlearn.serving.ood import load_ood, unavailable
+from dermlearn.serving.predictor import Predictor
+from dermlearn.serving.uploads import UploadError
+
+__all__ = ["DISCLAIMER", "EXPLAIN_METHODS", "LesionService", "ServiceConfig"]
+
+log = logging.getLogger(__name__)
+
+ENV_CONFIG = "DERMLEARN_SERVE_CONFIG"
+EXPLAIN_METHODS = ("saliency", "gradcam")
+#: Longest side of the image the heatmap is computed on and returned at.
+EXPLAIN_MAX_SIDE = 640
+DISCLAIMER = ("Decision support only, not a diagnosis: see /v1/model for intended use and "
+              "limitations.")
+
+
+@dataclass
+class ServiceConfig:
+    """Settings of one service process (JSON-serialisable, for ``uvicorn --workers``)."""
+
+    model_dir: str
+    backend: str = "torch"
+    threads: int | None = None
+    max_upload_mb: float = 20.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    keep_uploads: str | None = None
+    max_batch: int = 16
+    max_wait_ms: float = 5.0
+    top_k: int = 3
+    onnx_path: str | None = None
+    decode_concurrency: int = 0      # 0: threads + 2
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise DermlearnError(f"unknown backend {self.backend!r}; expected one of "
+                                 f"{', '.join(BACKENDS)}")
+        if not self.max_upload_mb > 0:
+            raise DermlearnError(f"max upload size must be > 0 MB, got {self.max_upload_mb}")
+        self.model_dir = str(self.model_dir)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> "ServiceConfig":
+        raw = os.environ.get(ENV_CONFIG)
+        if not raw:
+            raise DermlearnError(f"{ENV_CONFIG} is not set: start the service with "
+                                 "`dermlearn serve MODEL`")
+        return cls(**json.loads(raw))
+
+
+class LesionService:
+    """Loads the model once and answers predictions (thread-safe)."""
+
+    def __init__(self, config: ServiceConfig):
+        self.config = config
+        self.started = time.time()
+        self.predictor = Predictor.load(config.model_dir)
+        self.model_dir = self.predictor.directory
+        self.backend = create_backend(self.model_dir, config.backend, predictor=self.predictor,
+                                      threads=config.threads, onnx_path=config.onnx_path)
+        self.model_id, self.version = model_identity(self.model_dir, self.predictor.config)
+        self.ood = load_ood(self.model_dir,
+                            feature_digest=feature_digest(self.model_dir, self.predictor.config))
+        self.levels = available_levels(self.predictor)
+        self.card = build_model_card(
+            self.predictor, backend=self.backend.name,
+            ood=self.ood.summary() if self.ood else unavailable(
+                "no OOD statistics saved with this model (fit_ood)"))
+        self.names = {c["id"]: c["name"] for c in self.card["classes"]}
+        self.malignant_groups = self._malignant_mask()
+        # Explanations use the PyTorch members with hooks; one at a time.
+        self.explain_lock = threading.Lock()
+        self.batcher: MicroBatcher[torch.Tensor, BackendOutput] = MicroBatcher(
+            self._run_batch, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms)
+        cores = os.cpu_count() or 1
+        self.decode_concurrency = config.decode_concurrency or (config.threads or cores) + 2
+
+    # -- model ------------------------------------------------------------------------------
+    def _malignant_mask(self) -> np.ndarray | None:
+        """Which training classes are malignant (PA to ``malignant_vs_benign``), if known."""
+        try:
+            grouped, groups = self.predictor.to_level(np.eye(len(self.predictor.classes)),
+                                                      "malignant_vs_benign")
+        except TaxonomyError:
+            return None
+        return grouped[:, groups.index("malignant")] > 0.5
+
+    def _run_batch(self, tensors: list[torch.Tensor]) -> list[BackendOutput]:
+        out = self.backend.infer(torch.stack(tensors))
+        return [BackendOutput(out.probabilities[i:i + 1], out.features[i:i + 1])
+                for i in range(len(tensors))]
+
+    # -- requests ---------------------------------------------------------------------------
+    def decode(self, data: bytes) -> tuple[Image.Image, torch.Tensor]:
+        """Decode (content sniffed, pixel limit, EXIF, any mode to RGB) and preprocess one
+        upload; :class:`UploadError` with the HTTP status when it cannot be used."""
+        try:
+            image = read_image(data, max_pixels=self.config.max_pixels)
+        except ImageDecodeError as exc:
+            reason = exc.reason or str(exc)
+            if "too large" in reason:
+                raise UploadError(413, "image_too_large", reason) from None
+            if "format" in reason:
+                raise UploadError(415, "unsupported_image", reason) from None
+            raise UploadError(422, "unreadable_image", reason) from None
+        try:
+            tensor = self.backend.preprocess_images([image])[0]
+        except Exception as exc:  # e.g. a 1x1 image the crop cannot handle
+            raise UploadError(422, "unusable_image",
+                              f"image cannot be preprocessed ({type(exc).__name__}: {exc})"
+                              ) from None
+        return image, tensor
+
+    def result(self, output: BackendOutput, image: Image.Image, *, top_k: int | None = None,
+               timing: dict[str, float] | None = None) -> dict[str, Any]:
+        """The prediction document for one image."""
+        probs = np.asarray(output.probabilities, dtype=np.float64).reshape(1, -1)
+        classes = self.predictor.classes
+        order = np.argsort(-probs[0], kind="stable")[:max(1, top_k or self.config.top_k)]
+        levels = {}
+        for level in self.levels:
+            values, groups = self.predictor.to_level(probs, level)
+            levels[level] = {g: float(v) for g, v in zip(groups, values[0])}
+        temperature = self.predictor.temperature
+        calibrated = bool(self.predictor.config.get("calibration")) or temperature != 1.0
+        if self.malignant_groups is not None:
+            risk = {"probability": float(probs[0, self.malignant_groups].sum()),
+                    "temperature": temperature, "calibrated": calibrated,
+                    "note": None if calibrated else "temperature 1: no calibration fitted"}
+        else:
+            risk = {"probability": None, "temperature": temperature, "calibrated": calibrated,
+                    "note": "the model's classes do not separate malignant from benign"}
+        if self.ood is not None:
+            ood = self.ood.assess(np.asarray(output.features).reshape(1, -1))[0]
+        else:
+            ood = unavailable("no OOD statistics saved with this model (fit_ood)")
+        return {
+            "model": {"id": self.model_id, "version": self.version, "backend": self.backend.name},
+            "image": {"width": image.width, "height": image.height},
+            "probabilities": {c: float(p) for c, p in zip(classes, probs[0])},
+            "top_k": [{"id": classes[i], "name": self.names.get(classes[i], classes[i]),
+                       "probability": float(probs[0, i])} for i in order],
+            "levels": levels,
+            "malignancy_risk": risk,
+            "ood": ood,
+            "timing_ms": timing or {},
+            "disclaimer": DISCLAIMER,
+        }
+
+    def explain(self, image: Image.Image, method: str) -> dict[str, Any]:
+        """Heatmap overlay (base64 PNG) by :mod:`dermlearn.explain`, always on the PyTorch
+        model (also with the ONNX backend)."""
+        if method not in EXPLAIN_METHODS:
+            raise UploadError(422, "bad_explain", f"explain must be one of "
+                                                  f"{', '.join(EXPLAIN_METHODS)}")
+        try:
+            from dermlearn.explain import explain_images, overlay
+        except ImportError as exc:
+            raise UploadError(501, "explain_unavailable",
+                              f"explanations are not available in this installation ({exc})"
+                              ) from None
+        small = image.copy()
+        small.thumbnail((EXPLAIN_MAX_SIDE, EXPLAIN_MAX_SIDE), Image.Resampling.BICUBIC)
+        # With the torch backend the batcher runs the same modules: share its lock so that
+        # neither sees the other's hooks.
+        shared = self.predictor.lock if self.backend.name == "torch" else threading.RLock()
+        with self.explain_lock, shared:
+            explanation = explain_images(self.predictor, [small], method)[0]
+        picture = overlay(small, explanation.heatmap)
+        buf = io.BytesIO()
+        picture.convert("RGB").save(buf, format="PNG", optimize=False)
+        return {"method": method, "target": explanation.label, "media_type": "image/png",
+                "png_base64": base64.b64encode(buf.getvalue()).decode("ascii"),
+                "width": picture.width, "height": picture.height}
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "model_id": self.model_id, "version": self.version,
+                "backend": self.backend.name, "ood_available": self.ood is not None,
+                "uptime_s": round(time.time() - self.started, 3),
+                "batching": self.batcher.stats()}
+
+    def close(self) -> None:
+        self.batcher.close()

@@ -1,0 +1,164 @@
+"""Reading an uploaded image: in memory only, size-limited while streaming, never logged.
+
+Starlette's form parser spools file parts over 1 MB to a temporary file on disk; a medical
+photo must not touch the disk unless the operator asked for it (``--keep-uploads``), so the
+multipart body is parsed here with python-multipart's streaming parser into memory, and the
+request is refused (413) as soon as it exceeds the byte limit, before it is read in full.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+__all__ = ["Upload", "UploadError", "read_multipart_file", "save_upload", "sniff_extension"]
+
+#: Room for the multipart framing (boundaries, part headers, small extra fields).
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+class UploadError(Exception):
+    """A request the service refuses: HTTP ``status``, a machine-readable ``code`` and a
+    message for people."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Upload:
+    """The file part of a multipart request (bytes in memory)."""
+
+    data: bytes
+    filename: str | None
+    content_type: str | None
+
+
+def _too_large(limit: int) -> UploadError:
+    return UploadError(413, "upload_too_large",
+                       f"upload larger than the limit of {limit / 2**20:g} MB")
+
+
+async def read_multipart_file(content_type: str | None, content_length: str | None,
+                              body: AsyncIterator[bytes], *, field: str = "image",
+                              max_bytes: int) -> Upload:
+    """The ``field`` file of a ``multipart/form-data`` body, read into memory.
+
+    Raises :class:`UploadError`: 415 when the body is not multipart, 413 when it (or the file)
+    exceeds ``max_bytes`` (checked against Content-Length first, then while streaming), 400 for
+    a malformed body, 422 when the field is missing or empty.
+    """
+    kind, params = parse_options_header(content_type or "")
+    if kind != b"multipart/form-data":
+        raise UploadError(415, "not_multipart",
+                          f"send the image as multipart/form-data with a file field "
+                          f"'{field}' (got Content-Type {content_type or 'none'!r})")
+    boundary = params.get(b"boundary")
+    if not boundary or len(boundary) > 200:
+        raise UploadError(400, "malformed_multipart", "multipart body without a valid boundary")
+    limit = max_bytes + MULTIPART_OVERHEAD
+    if content_length is not None:
+        try:
+            declared = int(content_length)
+        except ValueError:
+            raise UploadError(400, "bad_content_length", "invalid Content-Length") from None
+        if declared > limit:
+            raise _too_large(max_bytes)
+
+    parts: list[dict] = []
+    current: dict = {}
+    header_field = bytearray()
+    header_value = bytearray()
+    state = {"bytes": 0}
+
+    def on_part_begin() -> None:
+        current.clear()
+        current.update(headers={}, data=bytearray())
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header_field.extend(data[start:end])
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header_value.extend(data[start:end])
+
+    def on_header_end() -> None:
+        current["headers"][bytes(header_field).lower()] = bytes(header_value)
+        header_field.clear()
+        header_value.clear()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        current["data"].extend(data[start:end])
+        if len(current["data"]) > max_bytes:
+            raise _too_large(max_bytes)
+
+    def on_part_end() -> None:
+        parts.append(dict(current))
+
+    parser = MultipartParser(boundary, {
+        "on_part_begin": on_part_begin, "on_header_field": on_header_field,
+        "on_header_value": on_header_value, "on_header_end": on_header_end,
+        "on_part_data": on_part_data, "on_part_end": on_part_end}, max_header_count=16)
+    try:
+        async for chunk in body:
+            state["bytes"] += len(chunk)
+            if state["bytes"] > limit:
+                raise _too_large(max_bytes)
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise UploadError(400, "malformed_multipart", f"malformed multipart body ({exc})"
+                          ) from None
+
+    for part in parts:
+        disposition = part["headers"].get(b"content-disposition", b"")
+        _, options = parse_options_header(disposition)
+        if options.get(b"name", b"").decode("utf-8", "replace") != field:
+            continue
+        data = bytes(part["data"])
+        if not data:
+            raise UploadError(422, "empty_upload", f"the '{field}' file is empty (0 bytes)")
+        filename = options.get(b"filename")
+        ctype = part["headers"].get(b"content-type")
+        return Upload(data, filename.decode("utf-8", "replace") if filename else None,
+                      ctype.decode("latin-1") if ctype else None)
+    raise UploadError(422, "missing_file",
+                      f"no file field '{field}' in the form (send it as multipart/form-data "
+                      f"with the photo in a field named '{field}')")
+
+
+_MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"II*\x00", "tif"),
+          (b"MM\x00*", "tif"), (b"BM", "bmp"), (b"GIF8", "gif"))
+
+
+def sniff_extension(data: bytes) -> str:
+    """A file extension from the content's magic bytes (``bin`` when unknown)."""
+    for magic, ext in _MAGIC:
+        if data.startswith(magic):
+            return ext
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return "bin"
+
+
+def save_upload(directory: str | Path, data: bytes) -> Path:
+    """Write an upload into ``directory`` (``--keep-uploads``) as
+    ``UTCTIME-SHA256PREFIX.EXT``, readable by the service's user only. The client's file name
+    is not used (it may hold a patient's name)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = directory / f"{stamp}-{digest}.{sniff_extension(data)}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
