@@ -46,3 +46,17 @@ def copy_bad(tmp_path):
         shutil.copyfile(BAD / name, dest)
         return dest
     return _copy
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_image_cache(tmp_path_factory):
+    """Training runs in tests keep their decoded-image cache out of ~/.cache."""
+    import os
+
+    old = os.environ.get("DERMLEARN_IMAGE_CACHE")
+    os.environ["DERMLEARN_IMAGE_CACHE"] = str(tmp_path_factory.mktemp("image-cache"))
+    yield
+    if old is None:
+        os.environ.pop("DERMLEARN_IMAGE_CACHE", None)
+    else:
+        os.environ["DERMLEARN_IMAGE_CACHE"] = old

@@ -129,7 +129,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_predict_distributed(args: argparse.Namespace) -> int:
     from dermlearn.serving.distributed import predict_distributed
 
-    if getattr(args, "backend", "torch") != "torch":
+    if getattr(args, "backend", "torch") not in ("torch", "auto"):
         raise DermlearnError("--devices/--num-nodes > 1 runs the torch backend (Lightning DDP); "
                              "drop --backend onnx or use one process")
 
@@ -365,9 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "and merges them into OUT; run again to resume", default=1)
     pred.add_argument("--num-workers", type=int, default=2,
                       help="decoding workers per process (with --devices > 1; default 2)")
-    pred.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+    pred.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
                       help="inference engine: PyTorch, or ONNX Runtime on the model's ONNX "
-                      "export (made and cached on the fly; default torch)")
+                      "export (made and cached on the fly); auto (default): ONNX Runtime when "
+                      "installed, else PyTorch (benchmarks/bench.py: ~2-3x faster on CPU)")
     pred.add_argument("--threads", type=int, default=None,
                       help="intra-op threads of the backend (default: all cores)")
     pred.set_defaults(func=_cmd_predict)

@@ -92,14 +92,51 @@ def _metadata(manifest: Manifest) -> pd.DataFrame:
     return manifest.table[[c for c in ("sex", "age", "site") if c in manifest.table]]
 
 
+def read_truth_csv(path: str | Path, taxonomy: Taxonomy) -> Manifest:
+    """A label-only Manifest (no images needed) from a ground-truth CSV: ``image`` (or
+    ``image_id``) and either a ``label``/``diagnosis``/``dx`` column or one-hot class columns as
+    in the ISIC challenges (``MEL, NV, ...``). Labels are resolved through ``taxonomy``."""
+    from dermlearn.errors import DataError
+
+    table = pd.read_csv(path, dtype={"image": str, "image_id": str})
+    ids = table["image"] if "image" in table else table.get("image_id")
+    if ids is None:
+        raise DataError(f"{path}: a ground-truth CSV needs an 'image' (or 'image_id') column")
+    label_col = next((c for c in ("label", "diagnosis", "dx") if c in table), None)
+    if label_col:
+        raw = table[label_col].astype(str)
+    else:
+        onehot = table.drop(columns=[c for c in ("image", "image_id", "score_weight",
+                                                 "validation_weight") if c in table])
+        if onehot.empty or not onehot.isin([0, 1, 0.0, 1.0]).all().all() or \
+                (onehot.sum(axis=1) != 1).any():
+            raise DataError(f"{path}: no label column and the class columns are not one-hot "
+                            f"(each row needs exactly one 1)")
+        raw = onehot.idxmax(axis=1)
+    labels = [taxonomy.resolve(v, context=f"{path} row {i + 2}") for i, v in enumerate(raw)]
+    from dermlearn.data.manifest import COLUMNS
+
+    frame = pd.DataFrame({c: None for c in COLUMNS}, index=range(len(table)))
+    frame["image_id"], frame["label"] = ids.astype(str).to_numpy(), labels
+    return Manifest(frame, taxonomy=taxonomy, source=str(path), format="truth-csv")
+
+
 def evaluate_predictions_csv(predictions: str | Path | pd.DataFrame, data: str | Path | Manifest,
                              *, out: str | Path | None = None,
                              taxonomy: Taxonomy | None = None,
                              readers: str | Path | None = None, n_boot: int = 1000,
                              seed: int = 0, report: bool = True) -> dict[str, Any]:
-    """Metrics of an ISIC-format predictions CSV (``image`` + one column per class) against a
-    dataset's labels; with ``out``, also ``metrics.json``, figures and ``report.html``."""
-    manifest = data if isinstance(data, Manifest) else load(data)
+    """Metrics of an ISIC-format predictions CSV (``image`` + one column per class) against the
+    truth: a dataset (its labels and metadata) or a ground-truth CSV (:func:`read_truth_csv`);
+    with ``out``, also ``metrics.json``, figures and ``report.html``."""
+    if isinstance(data, Manifest):
+        manifest = data
+    elif Path(str(data)).is_file() and str(data).lower().endswith(".csv"):
+        from dermlearn.taxonomy import load_taxonomy
+
+        manifest = read_truth_csv(data, taxonomy or load_taxonomy("dermatology"))
+    else:
+        manifest = load(data)
     frame = read_predictions(predictions)
     classes = [c for c in frame.columns if c != "image"]
     truth = manifest.table.set_index("image_id")["label"]
@@ -256,7 +293,8 @@ def write_outputs(out: str | Path, metrics: dict[str, Any], *, frame: pd.DataFra
     if predictor is not None and embed and len(manifest) >= 5:
         from dermlearn.explain import embed as embed_images
 
-        written = embed_images(predictor, manifest, out, seed=seed, progress=progress)
+        written = embed_images(predictor, manifest, out, seed=seed, progress=progress,
+                               probs=frame[predictor.classes].to_numpy())
         figures["tsne"] = [(written["by_class"], "t-SNE of penultimate features by class"),
                            (written["by_correctness"], "t-SNE by correctness")]
     if predictor is not None and explain:

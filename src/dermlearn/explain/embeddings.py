@@ -134,7 +134,7 @@ def _inputs(data: "Manifest | pd.DataFrame | Sequence[str]", labels: Sequence[st
 def embed(predictor: "Predictor", data: "Manifest | pd.DataFrame | Sequence[str]",
           out_dir: str | Path, *, labels: Sequence[str] | None = None, seed: int = 0,
           perplexity: float = 30.0, batch_size: int = 32, num_workers: int = 0,
-          progress: bool = False) -> dict[str, Path]:
+          probs: np.ndarray | None = None, progress: bool = False) -> dict[str, Path]:
     """t-SNE of a labelled set's penultimate features, written to ``out_dir``.
 
     ``data``: a Manifest, a table with ``path`` and ``label`` (``image_id`` optional), or image
@@ -142,6 +142,8 @@ def embed(predictor: "Predictor", data: "Manifest | pd.DataFrame | Sequence[str]
     row per image, in input order), ``tsne_by_class.png`` (points coloured by label) and
     ``tsne_by_correctness.png`` (correct vs misclassified; labels outside the model's classes
     count as unknown). Models that fuse metadata get the table's age/sex/site when present.
+    ``probs`` (N, C), when given, decide ``predicted``/``correct`` instead of the predictor's
+    own output (e.g. a fold ensemble's held-out probabilities).
     Returns ``{"csv", "by_class", "by_correctness"}`` -> path.
     """
     from dermlearn.explain.lesion_focus import true_classes
@@ -152,9 +154,13 @@ def embed(predictor: "Predictor", data: "Manifest | pd.DataFrame | Sequence[str]
     encoder = getattr(predictor, "metadata_encoder", None)
     metadata = (encoder.encode_table(table) if encoder is not None
                 and {"age", "sex", "site"} <= set(table.columns) else None)
-    features, probs = features_and_probs(predictor, table["path"].tolist(), metadata,
+    features, own_probs = features_and_probs(predictor, table["path"].tolist(), metadata,
                                          batch_size=batch_size, num_workers=num_workers,
                                          progress=progress)
+    if probs is None:
+        probs = own_probs
+    elif len(probs) != len(table):
+        raise DermlearnError(f"embed got {len(probs)} probability rows for {len(table)} images")
     xy = tsne_2d(features, seed=seed, perplexity=perplexity)
     predicted = [predictor.classes[i] for i in probs.argmax(axis=1)]
     truth = true_classes(predictor, table["label"])

@@ -26,7 +26,7 @@ from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
 from dermlearn.serving.predictor import TTA_VIEWS, Predictor, _view
 
 __all__ = ["BACKENDS", "BackendOutput", "InferenceBackend", "OnnxBackend", "TorchBackend",
-           "create_backend"]
+           "create_backend", "resolve_backend"]
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +139,38 @@ class OnnxBackend(_Base):
         return BackendOutput(probs.astype(np.float64), feats)
 
 
+def onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device: str = "cpu") -> str:
+    """``auto`` -> the fastest accurate engine measured on CPU (``benchmarks/bench.py``): ONNX
+    Runtime when it is installed (probabilities within 1e-4 of PyTorch's), else PyTorch
+    (channels-last eager); on a GPU, PyTorch. Other names are returned unchanged."""
+    if backend != "auto":
+        return backend
+    return "onnx" if device == "cpu" and onnxruntime_available() else "torch"
+
+
 def create_backend(model_dir: str | Path, backend: str = "torch", *,
                    predictor: Predictor | None = None, threads: int | None = None,
                    onnx_path: str | Path | None = None) -> TorchBackend | OnnxBackend:
     """A backend for a model directory; for ``onnx`` the export is made (and cached) on the
-    fly unless ``onnx_path`` names one."""
+    fly unless ``onnx_path`` names one. ``auto`` (see :func:`resolve_backend`) falls back to
+    PyTorch, with a warning, when the ONNX export or session cannot be made."""
+    if backend == "auto":
+        device = predictor.device if predictor is not None else "cpu"
+        if resolve_backend("auto", device) == "onnx":
+            try:
+                return create_backend(model_dir, "onnx", predictor=predictor, threads=threads,
+                                      onnx_path=onnx_path)
+            except Exception as exc:  # noqa: BLE001 - any export/runtime failure: use torch
+                log.warning("ONNX Runtime unavailable for %s (%s); using PyTorch", model_dir, exc)
+        backend = "torch"
     if backend == "torch":
         return TorchBackend(predictor or Predictor.load(model_dir), threads=threads)
     if backend == "onnx":

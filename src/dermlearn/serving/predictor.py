@@ -205,7 +205,10 @@ def predict(model_dir: str | Path, inputs: str | Path | Sequence[str | Path], *,
     group, summed up the taxonomy by PA).
 
     ``backend="onnx"`` runs ONNX Runtime on the model's ONNX export (made and cached on the
-    fly); ``threads`` sets its intra-op threads (or PyTorch's).
+    fly); ``backend="auto"`` (the CLI's default) picks ONNX Runtime when it is installed, else
+    PyTorch -- about 2-3x faster on CPU, probabilities within 1e-4 (``benchmarks/bench.py``);
+    the default ``torch`` reproduces training's validation probabilities bit for bit.
+    ``threads`` sets the backend's intra-op threads (or PyTorch's).
     """
     predictor = Predictor.load(model_dir)
     runner = None
@@ -219,7 +222,8 @@ def predict(model_dir: str | Path, inputs: str | Path | Sequence[str | Path], *,
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     ids, paths = resolve_inputs(inputs)
     probs = predictor.predict_paths(paths, tta=tta, batch_size=batch_size, progress=progress,
-                                    backend=runner)
+                                    backend=runner if getattr(runner, "name", "") != "torch"
+                                    else None)
     columns = predictor.classes
     if level:
         probs, columns = predictor.to_level(probs, level)

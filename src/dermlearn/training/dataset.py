@@ -22,8 +22,11 @@ class LesionDataset(Dataset):
     """
 
     def __init__(self, paths: Sequence[str], targets: Sequence[int], transform: Callable,
-                 metadata: np.ndarray | None = None):
+                 metadata: np.ndarray | None = None, image_cache=None):
         self.paths = list(paths)
+        #: an :class:`~dermlearn.training.image_cache.ImageCache` (training images only): the
+        #: decoded, resized image is read from it instead of decoding the source every epoch
+        self.image_cache = image_cache
         self.targets = np.asarray(targets, dtype=np.int64)
         self.transform = transform
         self.metadata = (np.asarray(metadata, dtype=np.float32) if metadata is not None
@@ -37,7 +40,9 @@ class LesionDataset(Dataset):
         if seed is not None:
             random.seed(seed)
             torch.manual_seed(seed)
-        image = self.transform(read_image(self.paths[row]))
+        path = self.paths[row]
+        image = self.transform(self.image_cache.get(path) if self.image_cache is not None
+                               else read_image(path))
         return image, torch.from_numpy(self.metadata[row]), int(self.targets[row])
 
 

@@ -79,12 +79,13 @@ class Recipe:
     precision: str = "32"                 # "32" or "bf16-mixed" (slower for training on most CPUs)
     channels_last: bool = True
     num_workers: int = 2                  # data-loader workers per process
+    image_cache: bool = True              # training images decoded+resized once, kept on disk
     # data-parallel (Lightning DDP; see docs/scaling.md): batch_size above is the *global*
     # batch, split evenly over devices x num_nodes processes, so lr keeps its meaning
     devices: int = 1                      # processes (CPU) or GPUs per node
     num_nodes: int = 1
     strategy: str = "auto"                # auto | ddp | ddp_spawn (auto: see training.distributed)
-    tta: int = 1
+    tta: int = 1                          # features mode: views averaged per image (1-6)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -107,6 +108,8 @@ class Recipe:
                               f"{self.devices * self.num_nodes}")
         if self.lr <= 0:
             raise RecipeError(f"lr must be > 0, not {self.lr}")
+        if not 1 <= self.tta <= 6:
+            raise RecipeError(f"tta must be between 1 and 6 views, not {self.tta}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

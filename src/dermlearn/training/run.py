@@ -56,11 +56,23 @@ class FoldData:
     val_rows: np.ndarray
 
 
+#: Test-time views whose features are averaged in features mode, in the order ``tta=N`` takes them.
+FEATURE_VIEWS = ("identity", "hflip", "vflip", "rot180", "rot90", "rot270")
+
+
 def _preprocess_config(backbone: torch.nn.Module, recipe: Recipe) -> PreprocessConfig:
     cfg = PreprocessConfig.from_model(backbone)
     if recipe.image_size:
         cfg = dataclasses.replace(cfg, input_size=(3, recipe.image_size, recipe.image_size))
     return cfg
+
+
+def training_image_cache(cfg: PreprocessConfig, root: str | Path | None = None):
+    """The decoded-image cache for training images at ``cfg``'s input size."""
+    from dermlearn.training.image_cache import ImageCache, cache_side
+
+    return ImageCache(root, side=cache_side(max(cfg.image_size), cfg.crop_pct),
+                      interpolation=cfg.interpolation)
 
 
 def training_classes(manifest: Manifest, rows: np.ndarray, recipe: Recipe) -> list[str]:
@@ -156,11 +168,13 @@ def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarra
         model = model.to(memory_format=torch.channels_last)
     paths = table["path"].to_numpy()
 
-    def dataset(rows, transform):
+    def dataset(rows, transform, image_cache=None):
         return LesionDataset(paths[rows], targets[rows], transform,
-                             meta[rows] if meta is not None else None)
+                             meta[rows] if meta is not None else None, image_cache=image_cache)
 
-    train_ds = dataset(fold.train_rows, train_transform(recipe.augment, cfg))
+    # Training images only: validation keeps the exact eval transform of the original image.
+    image_cache = training_image_cache(cfg) if recipe.image_cache else None
+    train_ds = dataset(fold.train_rows, train_transform(recipe.augment, cfg), image_cache)
     val_ds = dataset(fold.val_rows, eval_transform(cfg))
     workers = recipe.num_workers
     loader_kw = dict(num_workers=workers, persistent_workers=workers > 0,
@@ -378,7 +392,7 @@ def train(data: str | Path | None = None, out: str | Path = "runs/run", *,
         cache = FeatureCache(Path(feature_cache)) if feature_cache else FeatureCache.default()
         features = extract_features(manifest.subset(usable), backbone, cfg, cache=cache,
                                     batch_size=recipe.batch_size, num_workers=recipe.num_workers,
-                                    progress=progress)
+                                    views=FEATURE_VIEWS[:recipe.tta], progress=progress)
         full = np.zeros((len(manifest), features.shape[1]), dtype=np.float32)
         full[usable] = features
         features = full

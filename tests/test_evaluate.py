@@ -1,0 +1,76 @@
+"""`evaluate` on a predictions CSV: ground truth from an ISIC-style CSV, outputs, bad input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dermlearn.cli import main
+from dermlearn.errors import DermlearnError
+from dermlearn.evaluation.evaluate import evaluate_predictions_csv
+
+
+@pytest.fixture()
+def csvs(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.arange(90) % 3                              # MEL, NV, BCC, 30 each
+    probs = rng.dirichlet(np.ones(3), 90)
+    probs[np.arange(90), y] += rng.uniform(0, 0.8, 90)  # informative but imperfect
+    probs /= probs.sum(axis=1, keepdims=True)
+    ids = [f"ISIC_{i:07d}" for i in range(90)]
+    truth = pd.DataFrame(np.eye(3)[y], columns=["MEL", "NV", "BCC"])
+    truth.insert(0, "image", ids)
+    truth.to_csv(tmp_path / "truth.csv", index=False)
+    preds = pd.DataFrame(probs, columns=["mel", "nv", "bcc"])
+    preds.insert(0, "image", ids)
+    preds.to_csv(tmp_path / "preds.csv", index=False)
+    return tmp_path, y, probs
+
+
+def test_predictions_against_isic_truth_csv(csvs):
+    folder, y, probs = csvs
+    metrics = evaluate_predictions_csv(folder / "preds.csv", folder / "truth.csv",
+                                       out=folder / "eval", n_boot=200)
+    assert metrics["n"] == 90
+    assert metrics["accuracy"] == pytest.approx(np.mean(probs.argmax(axis=1) == y))
+    binary = metrics["levels"]["malignant_vs_benign"]      # MEL and BCC are malignant
+    assert binary["n_positive"] == 60
+    assert binary["auc_ci"][0] <= binary["auc"] <= binary["auc_ci"][1]
+    saved = json.loads((folder / "eval" / "metrics.json").read_text())
+    assert saved["per_class"]["mel"]["auc"] == pytest.approx(metrics["per_class"]["mel"]["auc"])
+    for name in ("report.html", "figures/roc_malignant_vs_benign.png", "figures/reliability.png",
+                 "figures/confusion_normalised.png", "predictions.csv"):
+        assert (folder / "eval" / name).is_file(), name
+
+
+def test_cli_evaluate_predictions(csvs, capsys):
+    folder, _, _ = csvs
+    assert main(["evaluate", "--predictions", str(folder / "preds.csv"),
+                 str(folder / "truth.csv"), "--out", str(folder / "cli"),
+                 "--bootstrap", "50"]) == 0
+    assert "balanced accuracy" in capsys.readouterr().out
+    assert (folder / "cli" / "report.html").is_file()
+
+
+def test_bad_predictions_name_the_rows(csvs):
+    folder, _, _ = csvs
+    preds = pd.read_csv(folder / "preds.csv")
+    preds.loc[3, "mel"] = np.nan
+    preds.loc[7, "nv"] = 1.7
+    preds.to_csv(folder / "bad.csv", index=False)
+    with pytest.raises(DermlearnError) as info:
+        evaluate_predictions_csv(folder / "bad.csv", folder / "truth.csv")
+    message = str(info.value)
+    assert "ISIC_0000003" in message or "line 5" in message
+    assert "ISIC_0000007" in message or "line 9" in message
+
+
+def test_truth_csv_must_be_one_hot(csvs):
+    folder, _, _ = csvs
+    truth = pd.read_csv(folder / "truth.csv")
+    truth.loc[0, "NV"] = 1.0                            # two classes in one row
+    truth.to_csv(folder / "two.csv", index=False)
+    with pytest.raises(DermlearnError, match="one-hot"):
+        evaluate_predictions_csv(folder / "preds.csv", folder / "two.csv")
