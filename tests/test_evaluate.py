@@ -74,3 +74,24 @@ def test_truth_csv_must_be_one_hot(csvs):
     truth.to_csv(folder / "two.csv", index=False)
     with pytest.raises(DermlearnError, match="one-hot"):
         evaluate_predictions_csv(folder / "preds.csv", folder / "two.csv")
+
+
+@pytest.mark.slow
+def test_report_of_a_ph2_run_opens_in_chromium(ph2_dir, tmp_path):
+    """A PH2 5-fold features-mode run, evaluated on its held-out images: every figure renders."""
+    from browser import BROKEN_IMAGES_JS, browser_page
+
+    from dermlearn.evaluation.evaluate import evaluate_model
+    from dermlearn.training.run import train
+
+    run = tmp_path / "ph2"
+    train(ph2_dir, run, overrides={"mode": "features", "folds": 5, "image_size": 160},
+          feature_cache=tmp_path / "cache", progress=False)
+    metrics = evaluate_model(run, ph2_dir, tmp_path / "eval", n_boot=200, progress=False)
+    assert metrics["n"] == 200 and metrics["cv"]["melanoma_vs_rest_auc"]["n"] == 5
+    assert metrics["levels"]["melanoma_vs_rest"]["auc"] > 0.85
+    with browser_page() as page:
+        page.goto((tmp_path / "eval" / "report.html").as_uri())
+        assert page.evaluate("document.images.length") >= 9
+        assert page.evaluate(BROKEN_IMAGES_JS) == []
+        page.screenshot(path=str(tmp_path / "eval" / "report.png"), full_page=True)

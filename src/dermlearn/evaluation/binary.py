@@ -74,8 +74,8 @@ def bootstrap_auc_ci(y: np.ndarray, score: np.ndarray, n_boot: int = 1000, alpha
         ranks = rankdata(s[ok], axis=1)
         u = (ranks * pos[ok]).sum(axis=1) - n_pos[ok] * (n_pos[ok] + 1) / 2
         aucs.append(u / (n_pos[ok] * n_neg[ok]))
-    values = np.concatenate(aucs)
-    if len(values) == 0:
+    values = np.concatenate(aucs) if aucs else np.zeros(0)
+    if len(values) == 0:  # n_boot = 0, or no resample held both classes
         return float("nan"), float("nan")
     low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)

@@ -22,7 +22,8 @@ import pandas as pd
 from dermlearn.data import Manifest, load
 from dermlearn.errors import DermlearnError
 from dermlearn.evaluation import plots
-from dermlearn.evaluation.binary import binary_report, load_readers, readers_vs_curve, roc_summary
+from dermlearn.evaluation.binary import (binary_report, fold_summary, load_readers,
+                                         readers_vs_curve, roc_summary)
 from dermlearn.evaluation.calibration import expected_calibration_error, reliability_bins
 from dermlearn.evaluation.levels import POSITIVE_GROUP, level_metrics
 from dermlearn.evaluation.metrics import classification_metrics
@@ -154,8 +155,9 @@ def evaluate_predictions_csv(predictions: str | Path | pd.DataFrame, data: str |
     return metrics
 
 
-def evaluation_rows(model_dir: Path, manifest: Manifest, part: str) -> tuple[np.ndarray, str]:
-    """Rows of ``manifest`` to evaluate and a description. ``part``: ``all``, ``val`` (the run's
+def evaluation_rows(model_dir: Path, manifest: Manifest, part: str
+                    ) -> tuple[np.ndarray, str, str]:
+    """(rows of ``manifest`` to evaluate, the part resolved, a description). ``part``: ``all``, ``val`` (the run's
     hold-out/out-of-fold images), ``test`` (its test part), or ``auto`` (``val`` when the model
     was trained on this very dataset, so training images are never scored, else ``all``)."""
     run = model_dir.parent if model_dir.name == "model" else model_dir
@@ -171,7 +173,7 @@ def evaluation_rows(model_dir: Path, manifest: Manifest, part: str) -> tuple[np.
             raise DermlearnError(f"{model_dir} was trained on {manifest.source}: scoring 'all' "
                                  f"images would include its training images; use --part val "
                                  f"or --part test")
-        return np.arange(len(manifest)), f"all {len(manifest)} images"
+        return np.arange(len(manifest)), "all", f"all {len(manifest)} images"
     if not splits_file.is_file():
         raise DermlearnError(f"--part {part} needs the run's splits.csv next to {model_dir}")
     splits = pd.read_csv(splits_file, dtype={"fold": str, "image_id": str})
@@ -186,7 +188,7 @@ def evaluation_rows(model_dir: Path, manifest: Manifest, part: str) -> tuple[np.
         raise DermlearnError(f"no {part} images of {run} are in {manifest.source}")
     what = {"val": "validation (lesion-grouped hold-out / out-of-fold) images of the run",
             "test": "test-part images of the run"}[part]
-    return rows, f"{len(rows)} {what}"
+    return rows, part, f"{len(rows)} {what}"
 
 
 def _same_path(a: str, b: str) -> bool:
@@ -209,12 +211,13 @@ def evaluate_model(model: str | Path, data: str | Path | Manifest, out: str | Pa
         model_dir = model_dir / "model"
     predictor = Predictor.load(model_dir)
     manifest = data if isinstance(data, Manifest) else load(data)
-    rows, described = evaluation_rows(model_dir, manifest, part)
+    rows, part, described = evaluation_rows(model_dir, manifest, part)
     sub = manifest.subset(rows)
     paths = sub.table["path"].astype(str).tolist()
-    if predictor.config.get("ensemble") and part != "all" and "all" not in described:
-        probs = held_out_probabilities(model_dir, predictor, sub, tta=tta, batch_size=batch_size,
-                                       progress=progress)
+    folds = None
+    if predictor.config.get("ensemble") and part == "val":
+        probs, folds = held_out_probabilities(model_dir, predictor, sub, tta=tta,
+                                              batch_size=batch_size, progress=progress)
         described += " (each scored by the fold model that did not train on it)"
     else:
         probs = predictor.predict_paths(paths, tta=tta, batch_size=batch_size,
@@ -225,6 +228,9 @@ def evaluate_model(model: str | Path, data: str | Path | Manifest, out: str | Pa
                                      metadata=_metadata(sub),
                                      readers=load_readers(readers) if readers else None,
                                      n_boot=n_boot, seed=seed)
+    if folds is not None:
+        metrics["cv"] = fold_metrics(probs, sub.labels, predictor.classes, predictor.taxonomy,
+                                     folds)
     summary = run_summary(model_dir, predictor.config, manifest, described, tta)
     metrics["source"] = summary
     write_outputs(out, metrics, frame=frame.assign(label=sub.labels), manifest=sub,
@@ -235,9 +241,11 @@ def evaluate_model(model: str | Path, data: str | Path | Manifest, out: str | Pa
 
 
 def held_out_probabilities(model_dir: Path, predictor: Any, manifest: Manifest, *, tta: int = 1,
-                           batch_size: int = 32, progress: bool = False) -> np.ndarray:
-    """Out-of-fold probabilities (N, C) for a fold ensemble: each image of ``manifest`` is scored
-    by the member whose validation fold holds it (never by members that trained on it)."""
+                           batch_size: int = 32, progress: bool = False
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold probabilities (N, C) for a fold ensemble and each image's fold (N,): each
+    image of ``manifest`` is scored by the member whose validation fold holds it (never by
+    members that trained on it)."""
     from dermlearn.serving.predictor import Predictor
 
     splits = pd.read_csv(model_dir.parent / "splits.csv", dtype={"fold": str, "image_id": str})
@@ -250,7 +258,24 @@ def held_out_probabilities(model_dir: Path, predictor: Any, manifest: Manifest, 
             probs[rows] = single.predict_paths(
                 manifest.table["path"].astype(str).to_numpy()[rows].tolist(), tta=tta,
                 batch_size=batch_size, progress=progress)
-    return probs
+    return probs, fold_of
+
+
+def fold_metrics(probs: np.ndarray, labels: Sequence[str], classes: Sequence[str],
+                 taxonomy: Taxonomy, folds: np.ndarray) -> dict[str, dict]:
+    """Mean ± sd over folds (Esteva's tables) of accuracy, balanced accuracy, macro AUC and the
+    binary tasks' AUC."""
+    labels = np.asarray(labels, dtype=object)
+    values: dict[str, list] = {}
+    for fold in sorted(set(folds)):
+        rows = np.flatnonzero(folds == fold)
+        m = evaluate_probabilities(probs[rows], labels[rows].tolist(), classes, taxonomy,
+                                   n_boot=0)
+        for key in ("accuracy", "balanced_accuracy", "auc_macro"):
+            values.setdefault(key, []).append(m.get(key))
+        for level in BINARY_LEVELS:
+            values.setdefault(f"{level}_auc", []).append(m["levels"].get(level, {}).get("auc"))
+    return {k: fold_summary(v) for k, v in values.items()}
 
 
 def run_summary(model_dir: Path, config: Mapping[str, Any], manifest: Manifest,

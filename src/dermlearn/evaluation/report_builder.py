@@ -43,6 +43,14 @@ def headline_rows(metrics: Mapping[str, Any]) -> list[tuple[str, Any]]:
 PER_CLASS_KEYS = ("n", "recall", "sensitivity", "specificity", "ppv", "npv", "auc", "auc_sens_80", "ap")
 
 
+def folds_table(cv: Mapping[str, Mapping[str, Any]]) -> str:
+    """k-fold results as mean ± sd (Esteva et al.'s tables)."""
+    rows = [[name.replace("_", " "), v.get("mean"), v.get("sd"), v.get("n")]
+            for name, v in cv.items()]
+    return "<p>Per fold (each fold scored by its own held-out model):</p>" + table(
+        rows, ["metric", "mean", "sd", "folds"]) if rows else ""
+
+
 def per_class_table(per_class: Mapping[str, Mapping[str, Any]],
                     macro: Mapping[str, Any] | None = None) -> str:
     rows = [[label] + [v.get(k) for k in PER_CLASS_KEYS] for label, v in per_class.items()]
@@ -111,7 +119,8 @@ def build_report(out: str | Path, metrics: Mapping[str, Any],
     fig = {k: list(v) for k, v in figures.items()}
     sections = [
         ("Run summary", key_values(summary)),
-        ("Headline", table(headline_rows(metrics), ["metric", "value"]) + DEFINITIONS),
+        ("Headline", table(headline_rows(metrics), ["metric", "value"])
+         + folds_table(metrics.get("cv", {})) + DEFINITIONS),
         ("Per class", per_class_table(metrics["per_class"], metrics.get("macro"))),
         ("Confusion matrices", figure_row(fig.get("confusion", []))),
         ("Taxonomy levels", levels_table(metrics.get("levels", {}))),
