@@ -47,3 +47,20 @@ def test_demo_runs_end_to_end(tmp_path):
         assert "balanced accuracy" in page.inner_text("body").lower()
         page.screenshot(path=str(out / "report" / "report.png"), full_page=True)
     assert (out / "report" / "report.png").stat().st_size > 10_000
+
+    # the model the demo trained is served, web page included, with its OOD screen
+    from fastapi.testclient import TestClient
+
+    from dermlearn.serving.app import create_app
+
+    assert (out / "run" / "model" / "ood.json").is_file()
+    image = next((out / "synthetic").rglob("*.png"), None) or next((out / "synthetic").rglob("*.jpg"))
+    with TestClient(create_app(out / "run" / "model")) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and "<html" in page.text.lower()
+        answer = client.post("/v1/predict?explain=saliency",
+                             files={"image": (image.name, image.read_bytes())})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert set(body["probabilities"]) == set(result["training_classes"])
+        assert "ood" in body and body.get("explanation")
