@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PIP := $(PY) -m pip install --disable-pip-version-check -q
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test test-all install install-dev browser clean
+.PHONY: demo test test-all install install-dev browser clean bench
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ test: $(VENV)/.installed-dev browser
 
 test-all: $(VENV)/.installed-dev browser
 	$(PY) -m pytest -q -m "slow or not slow"
+
+# Single-machine performance (issue 6): one side-by-side table -> benchmarks/results/latest.md,
+# then a short serving smoke benchmark. A few minutes on 2 cores; needs ../shared/data/ham10000.
+BENCH_ARGS ?= --images 128 --train-images 64 --rss-images 100,400 --cv-images 100 --budget 8
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+	$(PY) benchmarks/serve_bench.py --tiny --requests 20 --concurrency 1,4 --raw-repeats 10
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .hypothesis

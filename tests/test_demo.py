@@ -62,5 +62,6 @@ def test_demo_runs_end_to_end(tmp_path):
                              files={"image": (image.name, image.read_bytes())})
         assert answer.status_code == 200, answer.text
         body = answer.json()
-        assert set(body["probabilities"]) == set(result["training_classes"])
+        classes = json.loads((out / "run" / "model" / "config.json").read_text())["classes"]
+        assert set(body["probabilities"]) == set(classes)
         assert "ood" in body and body.get("explanation")

@@ -13,11 +13,21 @@
   t-SNE figures by class and by correctness.
 """
 from dermlearn.explain.embeddings import embed, extract_embeddings, tsne_2d
-from dermlearn.explain.explanations import METHODS, Explanation, explain_images, explain_to_dir
+from dermlearn.explain.explanations import (
+    METHODS,
+    Explanation,
+    explain_images,
+    explain_to_dir,
+)
 from dermlearn.explain.geometry import crop_geometry, to_original, visible_region
 from dermlearn.explain.gradcam import gradcam_map
-from dermlearn.explain.lesion_focus import (lesion_focus_scores, pointing_game_hit, read_mask,
-                                            saliency_in_mask, summarise_focus)
+from dermlearn.explain.lesion_focus import (
+    lesion_focus_scores,
+    pointing_game_hit,
+    read_mask,
+    saliency_in_mask,
+    summarise_focus,
+)
 from dermlearn.explain.overlay import overlay, save_panel
 from dermlearn.explain.saliency import saliency_map
 

@@ -9,8 +9,9 @@ colours them by whether the model got each image right.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -23,12 +24,12 @@ if TYPE_CHECKING:
     from dermlearn.data.manifest import Manifest
     from dermlearn.serving.predictor import Predictor
 
-__all__ = ["extract_embeddings", "features_and_probs", "tsne_2d", "embed"]
+__all__ = ["embed", "extract_embeddings", "features_and_probs", "tsne_2d"]
 
 TSNE_COLUMNS = ("image_id", "label", "predicted", "correct", "x", "y")
 
 
-def features_and_probs(predictor: "Predictor", paths: Sequence[str],
+def features_and_probs(predictor: Predictor, paths: Sequence[str],
                        metadata: np.ndarray | None = None, *, batch_size: int = 32,
                        num_workers: int = 0, progress: bool = False,
                        ) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +75,7 @@ def features_and_probs(predictor: "Predictor", paths: Sequence[str],
     return np.concatenate(feats).astype(np.float32), np.concatenate(probs)
 
 
-def extract_embeddings(predictor: "Predictor", paths: Sequence[str], batch_size: int = 32,
+def extract_embeddings(predictor: Predictor, paths: Sequence[str], batch_size: int = 32,
                        progress: bool = False, *, num_workers: int = 0) -> np.ndarray:
     """Penultimate features (N, D) float32 of image files; an ensemble's members' features are
     averaged (see :func:`features_and_probs`)."""
@@ -107,7 +108,7 @@ def tsne_2d(features: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np
     return tsne.fit_transform(features).astype(np.float32)
 
 
-def _inputs(data: "Manifest | pd.DataFrame | Sequence[str]", labels: Sequence[str] | None,
+def _inputs(data: Manifest | pd.DataFrame | Sequence[str], labels: Sequence[str] | None,
             ) -> pd.DataFrame:
     """A table with image_id, path, label (and age/sex/site when known)."""
     table = getattr(data, "table", data)
@@ -131,7 +132,7 @@ def _inputs(data: "Manifest | pd.DataFrame | Sequence[str]", labels: Sequence[st
     return table
 
 
-def embed(predictor: "Predictor", data: "Manifest | pd.DataFrame | Sequence[str]",
+def embed(predictor: Predictor, data: Manifest | pd.DataFrame | Sequence[str],
           out_dir: str | Path, *, labels: Sequence[str] | None = None, seed: int = 0,
           perplexity: float = 30.0, batch_size: int = 32, num_workers: int = 0,
           probs: np.ndarray | None = None, progress: bool = False) -> dict[str, Path]:
@@ -186,21 +187,29 @@ def _figure():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 4.8), layout="constrained")
+    fig = Figure(figsize=(6.4, 6.4), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.set_xlabel("t-SNE 1")
     ax.set_ylabel("t-SNE 2")
     ax.set_xticks([])
     ax.set_yticks([])
+    ax.set_aspect("equal", adjustable="datalim")
     return fig, ax
+
+
+def _legend(ax, n_entries: int, size: float, title: str | None = None) -> None:
+    """The legend under the axes, in columns, so that long class names never squeeze the plot."""
+    ax.legend(title=title, fontsize=7, title_fontsize=8, markerscale=max(1.0, 20 / size),
+              loc="upper center", bbox_to_anchor=(0.5, -0.04), frameon=False,
+              ncol=1 if n_entries <= 2 else 2)
 
 
 def _marker_size(n: int) -> float:
     return float(np.clip(3000.0 / max(n, 1), 4.0, 30.0))
 
 
-def _plot_by_class(frame: pd.DataFrame, predictor: "Predictor", path: Path) -> None:
+def _plot_by_class(frame: pd.DataFrame, predictor: Predictor, path: Path) -> None:
     import matplotlib
 
     fig, ax = _figure()
@@ -217,9 +226,8 @@ def _plot_by_class(frame: pd.DataFrame, predictor: "Predictor", path: Path) -> N
             name = f"{display} ({label})" if display and display != label else label
         ax.scatter(part["x"], part["y"], s=size, color=cmap(i % cmap.N), alpha=0.8,
                    linewidths=0, label=f"{name}, n={len(part)}")
-    ax.set_title(f"t-SNE of penultimate features by diagnosis (n={len(frame)})", fontsize=10)
-    ax.legend(title="label", fontsize=7, title_fontsize=8, markerscale=max(1.0, 20 / size),
-              loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.set_title(f"Penultimate features (t-SNE) by diagnosis, n={len(frame)}", fontsize=10)
+    _legend(ax, len(order), size, title="label")
     fig.savefig(path, dpi=150)
 
 
@@ -227,9 +235,9 @@ def _plot_by_correctness(frame: pd.DataFrame, path: Path) -> None:
     fig, ax = _figure()
     size = _marker_size(len(frame))
     known = frame["correct"].notna()
-    groups = [("correct", frame[known & (frame["correct"] == True)], "tab:blue", "o"),  # noqa: E712
-              ("misclassified", frame[known & (frame["correct"] == False)], "tab:red", "X"),  # noqa: E712
-              ("label outside the model's classes", frame[~known], "tab:gray", ".")]
+    groups = [("correct", frame[known & (frame["correct"] == True)], "tab:blue", "o"),
+              ("misclassified", frame[known & (frame["correct"] == False)], "tab:red", "X"),
+              ("label outside the model's classes", frame[~known], "tab:gray", "o")]
     for name, part, colour, marker in groups:
         if len(part):
             ax.scatter(part["x"], part["y"], s=size * (1.3 if marker == "X" else 1.0),
@@ -238,8 +246,7 @@ def _plot_by_correctness(frame: pd.DataFrame, path: Path) -> None:
     n_known = int(known.sum())
     accuracy = (f", accuracy {frame.loc[known, 'correct'].astype(bool).mean():.3f}"
                 if n_known else "")
-    ax.set_title(f"t-SNE of penultimate features by correctness (n={len(frame)}{accuracy})",
+    ax.set_title(f"Penultimate features (t-SNE) by correctness, n={len(frame)}{accuracy}",
                  fontsize=10)
-    ax.legend(fontsize=7, markerscale=max(1.0, 20 / size), loc="center left",
-              bbox_to_anchor=(1.01, 0.5), frameon=False)
+    _legend(ax, len(ax.get_legend_handles_labels()[0]), size)
     fig.savefig(path, dpi=150)

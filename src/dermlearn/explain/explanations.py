@@ -7,19 +7,20 @@
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
 from dermlearn.errors import DermlearnError
+from dermlearn.explain._common import normalise_maps
 from dermlearn.explain.geometry import to_original
 from dermlearn.explain.gradcam import class_activation
 from dermlearn.explain.overlay import overlay, save_panel
-from dermlearn.explain._common import normalise_maps
 from dermlearn.explain.saliency import input_gradients
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def check_method(method: str) -> str:
     return method
 
 
-def _target_index(predictor: "Predictor", target: int | str | None) -> int | None:
+def _target_index(predictor: Predictor, target: int | str | None) -> int | None:
     """A class index from an index, a class name, or None (each image's predicted class)."""
     if target is None:
         return None
@@ -78,7 +79,7 @@ def _target_index(predictor: "Predictor", target: int | str | None) -> int | Non
     return index
 
 
-def _missing_metadata(predictor: "Predictor", n: int) -> torch.Tensor | None:
+def _missing_metadata(predictor: Predictor, n: int) -> torch.Tensor | None:
     """'Unknown age, sex and site' for models that fuse metadata (as the predictor does)."""
     encoder = getattr(predictor, "metadata_encoder", None)
     if encoder is None:
@@ -86,7 +87,7 @@ def _missing_metadata(predictor: "Predictor", n: int) -> torch.Tensor | None:
     return torch.from_numpy(np.stack([encoder.encode(None, None, None)] * n))
 
 
-def network_maps(predictor: "Predictor", batch: torch.Tensor, method: str = "saliency",
+def network_maps(predictor: Predictor, batch: torch.Tensor, method: str = "saliency",
                  target: int | str | None = None, metadata: torch.Tensor | None = None,
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(maps (N, H, W) in [0, 1], probs (N, C), targets (N,))`` on preprocessed ``batch``.
@@ -111,7 +112,7 @@ def network_maps(predictor: "Predictor", batch: torch.Tensor, method: str = "sal
     return maps, probs.double().cpu().numpy(), targets.cpu().numpy()
 
 
-def explain_images(predictor: "Predictor", images: Sequence[Image.Image],
+def explain_images(predictor: Predictor, images: Sequence[Image.Image],
                    method: str = "saliency", target: int | str | None = None, *,
                    batch_size: int = 16) -> list[Explanation]:
     """Explain ``predictor``'s decision on each decoded RGB photograph.
@@ -151,7 +152,7 @@ def _unique_stems(paths: Sequence[str | Path]) -> list[str]:
     return stems
 
 
-def explain_to_dir(predictor: "Predictor", paths: Sequence[str | Path], out_dir: str | Path,
+def explain_to_dir(predictor: Predictor, paths: Sequence[str | Path], out_dir: str | Path,
                    method: str = "saliency", target: int | str | None = None, *,
                    panels: bool = True, alpha: float = 0.5, cmap: str = "jet",
                    batch_size: int = 16) -> list[Path]:
@@ -177,9 +178,12 @@ def explain_to_dir(predictor: "Predictor", paths: Sequence[str | Path], out_dir:
             overlay(image, e.heatmap, alpha=alpha, cmap=cmap).save(path)
             written.append(path)
             if panels:
-                top = predictor.classes[e.predicted]
-                title = (f"{method}: explaining {e.label} (p={e.probs[e.target]:.2f}); "
-                         f"predicted {top} (p={e.probs[e.predicted]:.2f})")
+                title = f"{method} for {e.label} (p={e.probs[e.target]:.2f})"
+                if e.target == e.predicted:
+                    title += ", the predicted class"
+                else:
+                    title += (f"; predicted {predictor.classes[e.predicted]} "
+                              f"(p={e.probs[e.predicted]:.2f})")
                 save_panel(image, e.heatmap, out_dir / f"{stem}_{method}_panel.png",
                            title=title, alpha=alpha, cmap=cmap)
     return written

@@ -69,7 +69,7 @@ def _crop_start(size: int, crop: int) -> int:
     """torchvision ``center_crop``'s first kept pixel along one axis (negative: padding)."""
     if crop > size:
         return -((crop - size) // 2)
-    return int(round((size - crop) / 2.0))
+    return round((size - crop) / 2.0)
 
 
 def to_original(heatmap: np.ndarray, image_size: tuple[int, int],

@@ -16,7 +16,7 @@ ensemble's predicted class unless given.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -24,10 +24,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from dermlearn.errors import DermlearnError
-from dermlearn.explain._common import (Target, as_members, device_of, explaining, input_leaf,
-                                       mean_probs, member_logits, resolve_targets)
+from dermlearn.explain._common import (
+    Target,
+    as_members,
+    device_of,
+    explaining,
+    input_leaf,
+    mean_probs,
+    member_logits,
+    resolve_targets,
+)
 
-__all__ = ["gradcam_map", "class_activation"]
+__all__ = ["class_activation", "gradcam_map"]
 
 
 def gradcam_map(model: nn.Module | Sequence[nn.Module], batch: torch.Tensor,

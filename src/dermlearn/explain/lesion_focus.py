@@ -31,8 +31,14 @@ if TYPE_CHECKING:
     from dermlearn.data.manifest import Manifest
     from dermlearn.serving.predictor import Predictor
 
-__all__ = ["saliency_in_mask", "pointing_game_hit", "read_mask", "lesion_focus_scores",
-           "summarise_focus", "true_classes"]
+__all__ = [
+    "lesion_focus_scores",
+    "pointing_game_hit",
+    "read_mask",
+    "saliency_in_mask",
+    "summarise_focus",
+    "true_classes",
+]
 
 FOCUS_COLUMNS = ("image_id", "label", "predicted", "correct", "mass_in_mask", "pointing_hit",
                  "mask_fraction")
@@ -95,7 +101,7 @@ def read_mask(path: Any, size: tuple[int, int] | None = None, *, image_id: str =
     return np.asarray(mask) > 127
 
 
-def true_classes(predictor: "Predictor", labels: Any) -> list[str | None]:
+def true_classes(predictor: Predictor, labels: Any) -> list[str | None]:
     """The training class of each label (its deepest class ancestor-or-self), None where the
     label lies outside, or above, the model's classes."""
     from dermlearn.taxonomy import assign_classes
@@ -116,7 +122,7 @@ def true_classes(predictor: "Predictor", labels: Any) -> list[str | None]:
     return out
 
 
-def _table(data: "Manifest | pd.DataFrame") -> pd.DataFrame:
+def _table(data: Manifest | pd.DataFrame) -> pd.DataFrame:
     table = getattr(data, "table", data)
     if not isinstance(table, pd.DataFrame):
         raise DermlearnError("lesion focus needs a Manifest or a table with path, label and "
@@ -133,7 +139,7 @@ def _table(data: "Manifest | pd.DataFrame") -> pd.DataFrame:
     return table
 
 
-def lesion_focus_scores(predictor: "Predictor", data: "Manifest | pd.DataFrame",
+def lesion_focus_scores(predictor: Predictor, data: Manifest | pd.DataFrame,
                         method: str = "saliency", limit_per_class: int | None = None,
                         progress: bool = False, *, tolerance_px: int = 0,
                         batch_size: int = 16) -> pd.DataFrame:
@@ -193,7 +199,7 @@ def summarise_focus(frame: pd.DataFrame, *, overall: bool = True) -> pd.DataFram
     def stats(part: pd.DataFrame) -> dict[str, float]:
         mass = float(part["mass_in_mask"].mean())
         base = float(part["mask_fraction"].mean())
-        return {"n": int(len(part)), "mass_in_mask": mass, "mask_fraction": base,
+        return {"n": len(part), "mass_in_mask": mass, "mask_fraction": base,
                 "lift": mass / base if base > 0 else float("nan"),
                 "pointing_hit_rate": float(part["pointing_hit"].astype(float).mean())}
 

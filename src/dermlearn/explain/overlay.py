@@ -8,7 +8,7 @@ from PIL import Image
 
 from dermlearn.errors import DermlearnError
 
-__all__ = ["overlay", "colorize", "save_panel"]
+__all__ = ["colorize", "overlay", "save_panel"]
 
 
 def colorize(heatmap: np.ndarray, cmap: str = "jet") -> np.ndarray:

@@ -10,17 +10,25 @@ averages them), so the map explains the ensemble's decision, not one member's.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from dermlearn.explain._common import (Target, as_members, device_of, explaining, input_leaf,
-                                       log_mean_probs, member_logits, normalise_maps,
-                                       resolve_targets)
+from dermlearn.explain._common import (
+    Target,
+    as_members,
+    device_of,
+    explaining,
+    input_leaf,
+    log_mean_probs,
+    member_logits,
+    normalise_maps,
+    resolve_targets,
+)
 
-__all__ = ["saliency_map", "input_gradients"]
+__all__ = ["input_gradients", "saliency_map"]
 
 
 def input_gradients(model: nn.Module | Sequence[nn.Module], batch: torch.Tensor,
