@@ -95,3 +95,23 @@ def test_report_of_a_ph2_run_opens_in_chromium(ph2_dir, tmp_path):
         assert page.evaluate("document.images.length") >= 9
         assert page.evaluate(BROKEN_IMAGES_JS) == []
         page.screenshot(path=str(tmp_path / "eval" / "report.png"), full_page=True)
+
+
+def test_cli_explain_and_embed(tmp_path, capsys):
+    """`dermlearn explain` writes one overlay per image; `embed` the t-SNE CSV and figures."""
+    from serving_fixtures import make_tiny_model
+
+    from dermlearn.data.synthetic import make_synthetic_dataset
+
+    model = make_tiny_model(tmp_path / "model", image_size=64)
+    data = make_synthetic_dataset(tmp_path / "data", classes=("mel", "nv"), seed=0)
+    images = sorted((tmp_path / "data").rglob("*.png"))[:3] or \
+        sorted((tmp_path / "data").rglob("*.jpg"))[:3]
+    assert main(["explain", str(model), *map(str, images), "--out", str(tmp_path / "maps"),
+                 "--method", "gradcam"]) == 0
+    assert len(list((tmp_path / "maps").glob("*_gradcam.png"))) == 3
+    assert main(["embed", str(model), str(data), "--out", str(tmp_path / "tsne"),
+                 "--quiet"]) == 0
+    frame = pd.read_csv(tmp_path / "tsne" / "tsne.csv")
+    assert len(frame) == len(pd.read_csv(data)) and {"x", "y", "correct"} <= set(frame.columns)
+    assert (tmp_path / "tsne" / "tsne_by_class.png").stat().st_size > 5_000
