@@ -136,9 +136,9 @@ def save_model(model: LesionClassifier, directory: str | Path, config: Mapping[s
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
+    atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
     full = {"format_version": FORMAT_VERSION, **config}
-    _atomic_write(directory / CONFIG_FILE,
+    atomic_write(directory / CONFIG_FILE,
                   lambda p: Path(p).write_text(json.dumps(full, indent=2, default=_json_default)))
     return directory
 
@@ -153,7 +153,8 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -168,7 +169,7 @@ def update_config(directory: str | Path, **fields: Any) -> dict[str, Any]:
     """Set ``fields`` in a saved model's ``config.json`` (atomically); returns the new config."""
     directory = Path(directory)
     config = {**read_config(directory), **fields}
-    _atomic_write(directory / CONFIG_FILE,
+    atomic_write(directory / CONFIG_FILE,
                   lambda p: Path(p).write_text(json.dumps(config, indent=2,
                                                           default=_json_default)))
     return config

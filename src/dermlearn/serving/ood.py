@@ -197,7 +197,7 @@ class OODDetector:
         """Write ``ood.safetensors`` and ``ood.json`` into the model directory."""
         from safetensors.numpy import save_file
 
-        from dermlearn.models.lesion_classifier import _atomic_write
+        from dermlearn.models.lesion_classifier import atomic_write
 
         model_dir = Path(model_dir)
         model_dir.mkdir(parents=True, exist_ok=True)
@@ -205,9 +205,9 @@ class OODDetector:
         for i, layer in enumerate(self.layers):
             tensors[f"{i}.means"] = np.ascontiguousarray(layer.means, np.float64)
             tensors[f"{i}.precision"] = np.ascontiguousarray(layer.precision, np.float64)
-        _atomic_write(model_dir / OOD_WEIGHTS, lambda p: save_file(tensors, str(p)))
+        atomic_write(model_dir / OOD_WEIGHTS, lambda p: save_file(tensors, str(p)))
         info = {**self.summary(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        _atomic_write(model_dir / OOD_JSON,
+        atomic_write(model_dir / OOD_JSON,
                       lambda p: Path(p).write_text(json.dumps(info, indent=2)))
         return model_dir / OOD_JSON
 

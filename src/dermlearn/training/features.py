@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dermlearn.cache_dirs import user_cache_dir
 from dermlearn.data.images import read_image
 from dermlearn.errors import DermlearnError, ImageDecodeError
 from dermlearn.models.lesion_classifier import _mlp, build_head, head_config  # noqa: F401 (re-exported)
@@ -418,11 +419,7 @@ class FeatureCache:
 
 def default_cache_dir() -> Path:
     """Where :meth:`FeatureCache.default` keeps features (see there)."""
-    env = os.environ.get(CACHE_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME", "").strip() or "~/.cache"
-    return Path(base).expanduser() / "dermlearn" / "features"
+    return user_cache_dir("features", CACHE_ENV)
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:

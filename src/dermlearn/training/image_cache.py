@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dermlearn.cache_dirs import user_cache_dir
 from dermlearn.data.images import read_image
 
 __all__ = ["ImageCache", "cache_side", "default_image_cache_dir"]
@@ -40,11 +41,8 @@ _FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Ima
 
 
 def default_image_cache_dir() -> Path:
-    env = os.environ.get(CACHE_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME", "").strip() or "~/.cache"
-    return Path(base).expanduser() / "dermlearn" / "images"
+    """``$DERMLEARN_IMAGE_CACHE`` or ``~/.cache/dermlearn/images``."""
+    return user_cache_dir("images", CACHE_ENV)
 
 
 def cache_side(image_size: int, crop_pct: float = 0.875) -> int:
