@@ -78,6 +78,18 @@ def test_modes(tiny_data, tmp_path, mode, extra):
     assert metrics["mode"] == mode and np.isfinite(metrics["accuracy"])
     model = Predictor.load(tmp_path / mode)
     assert model.classes == ["nv", "bkl", "mel"]
+    if extra.get("metadata"):
+        # Scoring the validation images again with their age, sex and site (as `evaluate` does)
+        # reproduces the run's validation probabilities; without them it does not.
+        val = pd.read_csv(tmp_path / mode / "val_predictions.csv").set_index("image")
+        manifest = load(tiny_data)
+        sub = manifest.subset(np.flatnonzero(manifest.table["image_id"].isin(val.index)))
+        paths = sub.table["path"].astype(str).tolist()
+        expected = apply_temperature(val.loc[sub.image_ids, model.classes].to_numpy(),
+                                     model.config.get("temperature", 1.0))
+        np.testing.assert_allclose(model.predict_paths(paths, metadata=sub.table), expected,
+                                   atol=1e-5)
+        assert np.abs(model.predict_paths(paths) - expected).max() > 1e-6
 
 
 def test_features_mode(tiny_data, tmp_path):

@@ -221,7 +221,7 @@ def evaluate_model(model: str | Path, data: str | Path | Manifest, out: str | Pa
         described += " (each scored by the fold model that did not train on it)"
     else:
         probs = predictor.predict_paths(paths, tta=tta, batch_size=batch_size,
-                                        progress=progress)
+                                        progress=progress, metadata=sub.table)
     frame = pd.DataFrame(probs, columns=predictor.classes)
     frame.insert(0, "image", sub.image_ids)
     metrics = evaluate_probabilities(probs, sub.labels, predictor.classes, predictor.taxonomy,
@@ -257,7 +257,8 @@ def held_out_probabilities(model_dir: Path, predictor: Any, manifest: Manifest, 
             single = Predictor([member], predictor.config, predictor.device)
             probs[rows] = single.predict_paths(
                 manifest.table["path"].astype(str).to_numpy()[rows].tolist(), tta=tta,
-                batch_size=batch_size, progress=progress)
+                batch_size=batch_size, progress=progress,
+                metadata=manifest.table.iloc[rows].reset_index(drop=True))
     return probs, fold_of
 
 

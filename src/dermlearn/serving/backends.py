@@ -23,7 +23,8 @@ from PIL import Image
 
 from dermlearn.errors import DermlearnError
 from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
-from dermlearn.serving.predictor import TTA_VIEWS, Predictor, _view
+from dermlearn.models.views import apply_view, first_views
+from dermlearn.serving.predictor import Predictor
 
 __all__ = ["BACKENDS", "BackendOutput", "InferenceBackend", "OnnxBackend", "TorchBackend",
            "create_backend", "resolve_backend"]
@@ -74,11 +75,10 @@ class _Base:
 
     def predict_batch(self, batch: torch.Tensor, tta: int = 1) -> np.ndarray:
         """Probabilities (N, C) averaged over ``tta`` dihedral views (as Predictor does)."""
-        if not 1 <= tta <= len(TTA_VIEWS):
-            raise DermlearnError(f"tta must be between 1 and {len(TTA_VIEWS)}, not {tta}")
+        views = first_views(tta)
         total = np.zeros((len(batch), len(self.classes)), dtype=np.float64)
-        for name in TTA_VIEWS[:tta]:
-            total += self.infer(_view(torch.as_tensor(batch), name).contiguous()).probabilities
+        for name in views:
+            total += self.infer(apply_view(torch.as_tensor(batch), name).contiguous()).probabilities
         return total / tta
 
 

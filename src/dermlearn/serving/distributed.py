@@ -34,6 +34,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
+from dermlearn.atomic import atomic_write
 from dermlearn.data.images import read_image
 from dermlearn.errors import DermlearnError
 from dermlearn.serving.predictor import Predictor, resolve_inputs
@@ -171,9 +172,7 @@ def _check_meta(directory: Path, meta: dict, write: bool) -> None:
                 f"{directory} holds parts of another job (different {', '.join(changed)}); "
                 f"delete it to start over or choose another --out")
     elif write:
-        tmp = directory / ".meta.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
 
 
 def _digest(paths: Sequence[str]) -> str:
@@ -251,7 +250,5 @@ def _merge(predictor: Predictor, ids: list[str], parts: Path, out: Path, level: 
     table = pd.DataFrame(probs, columns=columns)
     table.insert(0, "image", ids)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    table.to_csv(tmp, index=False, float_format=float_format)
-    os.replace(tmp, out)
+    atomic_write(out, lambda tmp: table.to_csv(tmp, index=False, float_format=float_format))
     return DistributedPrediction(table, out, parts, len(ids), n_scored, len(ids) - n_scored)

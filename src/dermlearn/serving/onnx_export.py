@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 
 from dermlearn import __version__
+from dermlearn.atomic import atomic_write
 from dermlearn.errors import DermlearnError
 from dermlearn.serving.model_card import available_levels, model_identity, source_digest
 from dermlearn.serving.ood import ood_features
@@ -137,20 +137,19 @@ def export_onnx(model: str | Path | Predictor, out: str | Path, *, opset: int = 
     graph = EnsembleGraph(predictor).eval()
     _, h, w = predictor.preprocess.input_size
     dummy = torch.zeros(2, 3, h, w)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+
+    def write(tmp: Path) -> None:
         with torch.no_grad(), warnings.catch_warnings():
             # The TorchScript exporter is deprecated in favour of dynamo, which cannot write a
             # single opset-17 file; the traced shapes it warns about are the static H, W.
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
-                graph, (dummy,), tmp, dynamo=False, opset_version=opset,
+                graph, (dummy,), str(tmp), dynamo=False, opset_version=opset,
                 input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
                 dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in OUTPUT_NAMES}},
                 do_constant_folding=True)
-        proto = onnx.load(tmp)
+        proto = onnx.load(str(tmp))
         del proto.metadata_props[:]
         for key, value in onnx_metadata(predictor).items():
             entry = proto.metadata_props.add()
@@ -160,11 +159,9 @@ def export_onnx(model: str | Path | Predictor, out: str | Path, *, opset: int = 
         proto.doc_string = (f"dermlearn skin-lesion classifier ({predictor.config.get('backbone')}"
                             f", {len(predictor.members)} member(s)); see metadata_props")
         onnx.checker.check_model(proto)
-        onnx.save(proto, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        onnx.save(proto, str(tmp))
+
+    atomic_write(out, write)
     return out
 
 

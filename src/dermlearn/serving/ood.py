@@ -197,7 +197,7 @@ class OODDetector:
         """Write ``ood.safetensors`` and ``ood.json`` into the model directory."""
         from safetensors.numpy import save_file
 
-        from dermlearn.models.lesion_classifier import atomic_write
+        from dermlearn.atomic import atomic_write
 
         model_dir = Path(model_dir)
         model_dir.mkdir(parents=True, exist_ok=True)

@@ -20,31 +20,9 @@ from dermlearn.data.images import IMAGE_EXTENSIONS
 from dermlearn.errors import DermlearnError
 from dermlearn.models.lesion_classifier import LesionClassifier, MetadataEncoder, load_model, read_config
 from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
+from dermlearn.models.views import apply_view, first_views
 from dermlearn.taxonomy import Taxonomy, aggregate
 from dermlearn.training.dataset import LesionDataset
-
-#: Test-time views, in the order ``tta=N`` takes them: dermoscopy has no canonical orientation.
-TTA_VIEWS = ("identity", "hflip", "vflip", "rot180", "transpose", "rot90", "rot270", "transverse")
-
-
-def _view(batch: torch.Tensor, name: str) -> torch.Tensor:
-    """A geometric view of an image batch (N, 3, H, W)."""
-    if name == "identity":
-        return batch
-    if name == "hflip":
-        return batch.flip(3)
-    if name == "vflip":
-        return batch.flip(2)
-    if name == "rot180":
-        return batch.flip(2).flip(3)
-    if name == "transpose":
-        return batch.transpose(2, 3)
-    if name == "rot90":
-        return batch.rot90(1, (2, 3))
-    if name == "rot270":
-        return batch.rot90(3, (2, 3))
-    return batch.rot90(1, (2, 3)).flip(3)
-
 
 class Predictor:
     """Probabilities over a model's training classes; an ensemble averages its members."""
@@ -91,14 +69,13 @@ class Predictor:
     def predict_batch(self, batch: torch.Tensor, metadata: torch.Tensor | None = None,
                       tta: int = 1) -> np.ndarray:
         """Probabilities (N, C) for a preprocessed batch (N, 3, H, W)."""
-        if not 1 <= tta <= len(TTA_VIEWS):
-            raise DermlearnError(f"tta must be between 1 and {len(TTA_VIEWS)}, not {tta}")
+        views = first_views(tta)
         if self.metadata_encoder is not None and metadata is None:
             metadata = self.missing_metadata(len(batch))
         batch = batch.to(self.device)
         total = torch.zeros(len(batch), len(self.classes), dtype=torch.float64)
-        for name in TTA_VIEWS[:tta]:
-            view = _view(batch, name).contiguous(memory_format=torch.channels_last)
+        for name in views:
+            view = apply_view(batch, name).contiguous(memory_format=torch.channels_last)
             for model in self.members:
                 logits = model(view, metadata) if model.metadata is not None else model(view)
                 total += torch.softmax(logits.float() / self.temperature, dim=1).double().cpu()
@@ -149,23 +126,31 @@ class Predictor:
 
     def predict_paths(self, paths: Sequence[str], *, tta: int = 1, batch_size: int = 32,
                       num_workers: int = 2, progress: bool = False,
-                      backend=None) -> np.ndarray:
+                      backend=None, metadata: pd.DataFrame | None = None) -> np.ndarray:
         """Probabilities (N, C) for image files, decoded in streaming worker processes.
 
         ``backend`` (a :mod:`dermlearn.serving.backends` backend, e.g. ONNX Runtime) runs the
-        model instead of this predictor's PyTorch members.
+        model instead of this predictor's PyTorch members. ``metadata``: N rows with ``age``,
+        ``sex``, ``site`` for a metadata-fusion model (PyTorch only; without it, or with a
+        backend, every image is encoded as "age, sex and site unknown").
         """
         from tqdm.auto import tqdm
 
-        run = backend.predict_batch if backend is not None else self.predict_batch
-
-        images = LesionDataset(paths, np.zeros(len(paths), dtype=np.int64), self.transform)
+        fuse = self.metadata_encoder is not None and metadata is not None and backend is None
+        if fuse and len(metadata) != len(paths):
+            raise DermlearnError(f"metadata has {len(metadata)} rows for {len(paths)} images")
+        encoded = self.metadata_encoder.encode_table(metadata) if fuse else None
+        images = LesionDataset(paths, np.zeros(len(paths), dtype=np.int64), self.transform,
+                               metadata=encoded)
         loader = DataLoader(images, batch_size=batch_size,
                             num_workers=num_workers if len(paths) > batch_size else 0)
         out = []
         with tqdm(total=len(paths), unit="img", desc="predicting", disable=not progress) as bar:
-            for batch, _, _ in loader:
-                out.append(run(batch, tta=tta))
+            for batch, meta, _ in loader:
+                if backend is not None:
+                    out.append(backend.predict_batch(batch, tta=tta))
+                else:
+                    out.append(self.predict_batch(batch, meta if fuse else None, tta=tta))
                 bar.update(len(batch))
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
 

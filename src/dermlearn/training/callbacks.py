@@ -3,8 +3,6 @@ torch threads per data-parallel process."""
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,8 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import TQDMProgressBar
 
+from dermlearn.atomic import atomic_write
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temporary file and renames it into place, so a kill -9
@@ -22,16 +22,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(checkpoint, tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
 class HistoryWriter(L.Callback):

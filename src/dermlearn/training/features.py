@@ -49,18 +49,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from dermlearn.atomic import atomic_write
 from dermlearn.cache_dirs import user_cache_dir
 from dermlearn.data.images import read_image
 from dermlearn.errors import DermlearnError, ImageDecodeError
 from dermlearn.models.lesion_classifier import _mlp, build_head, head_config  # noqa: F401 (re-exported)
 from dermlearn.models.errors import ModelError
 from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
+from dermlearn.models.views import apply_view, check_views
 
 __all__ = [
     "ABSENT_CLASS_BIAS",
     "CACHE_ENV",
     "CACHE_FORMAT",
-    "VIEWS",
     "FeatureCache",
     "build_head",
     "head_config",
@@ -103,32 +104,11 @@ class FeatureCacheError(FeaturesError):
 # --------------------------------------------------------------------------- views (TTA)
 
 
-def _rot(k: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    return lambda x: torch.rot90(x, k, dims=(-2, -1))
-
-
-#: Test-time views: each image's features are averaged over the views asked for.
-VIEWS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "identity": lambda x: x,
-    "hflip": lambda x: x.flip(-1),
-    "vflip": lambda x: x.flip(-2),
-    "rot90": _rot(1),
-    "rot180": _rot(2),
-    "rot270": _rot(3),
-}
-
-
 def _check_views(views: Sequence[str] | str, cfg: PreprocessConfig) -> tuple[str, ...]:
-    views = (views,) if isinstance(views, str) else tuple(views)
-    if not views:
-        raise FeaturesError("views must name at least one view (e.g. 'identity')")
-    unknown = [v for v in views if v not in VIEWS]
-    if unknown:
-        raise FeaturesError(f"unknown view(s) {unknown}: use {', '.join(VIEWS)}")
-    h, w = cfg.image_size
-    if h != w and any(v in ("rot90", "rot270") for v in views):
-        raise FeaturesError(f"views rot90/rot270 need a square input, not {h}x{w}")
-    return views
+    try:
+        return check_views(views, cfg.image_size)
+    except DermlearnError as exc:
+        raise FeaturesError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- model identity
@@ -423,18 +403,15 @@ def default_cache_dir() -> Path:
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
+    """:func:`~dermlearn.atomic.atomic_write` with ``write`` given an open binary file."""
+    def to_file(tmp: Path) -> None:
         with open(tmp, "wb") as fp:
             write(fp)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.replace(tmp, path)
+
+    try:
+        atomic_write(path, to_file)
     except OSError as exc:
         raise FeatureCacheError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -485,7 +462,7 @@ def _paths_of(manifest) -> list[str]:
 def _forward(extractor: nn.Module, x: torch.Tensor, views: tuple[str, ...]) -> torch.Tensor:
     total = None
     for view in views:
-        out = extractor(VIEWS[view](x))
+        out = extractor(apply_view(x, view))
         if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ModelError(f"{_arch(extractor)} returned {shape} for a batch of {x.shape[0]}: "
@@ -516,7 +493,7 @@ def extract_features(manifest, model: nn.Module, preprocess_cfg: PreprocessConfi
     finished batches are written even when extraction fails half way. Features of randomly
     initialised weights are never cached: the cache is skipped with a warning saying why.
     ``views``: test-time
-    views averaged per image (see :data:`VIEWS`). ``num_threads``: torch threads for the forward
+    views averaged per image (see :data:`dermlearn.models.views.VIEWS`). ``num_threads``: torch threads for the forward
     passes (None: leave torch's setting; 1 is much faster on a machine whose cores are busy
     with other work, where spinning OpenMP threads wait on each other). ``manifest`` may also
     be a list of paths.

@@ -22,12 +22,12 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import secrets
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from dermlearn.atomic import atomic_write
 from dermlearn.cache_dirs import user_cache_dir
 from dermlearn.data.images import read_image
 
@@ -109,17 +109,15 @@ class ImageCache:
         return image.resize(size, _FILTERS[self.interpolation])
 
     def _write(self, target: Path, array: np.ndarray) -> None:
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+        def save(tmp: Path) -> None:
             with open(tmp, "wb") as fh:
                 np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-            os.replace(tmp, target)
+
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, save, durable=False)
         except OSError:  # read-only or full disk: the cache is an optimisation only
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
+            pass
 
     def entries(self) -> int:
         return sum(1 for _ in self.root.glob("*/*.npy")) if self.root.exists() else 0

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import yaml
 
 from dermlearn.errors import DermlearnError
+from dermlearn.models.views import VIEWS
 
 MODES = ("features", "finetune", "full", "progressive")
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
@@ -85,7 +86,7 @@ class Recipe:
     devices: int = 1                      # processes (CPU) or GPUs per node
     num_nodes: int = 1
     strategy: str = "auto"                # auto | ddp | ddp_spawn (auto: see training.distributed)
-    tta: int = 1                          # features mode: views averaged per image (1-6)
+    tta: int = 1                          # features mode: views averaged per image (1-8)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -108,8 +109,8 @@ class Recipe:
                               f"{self.devices * self.num_nodes}")
         if self.lr <= 0:
             raise RecipeError(f"lr must be > 0, not {self.lr}")
-        if not 1 <= self.tta <= 6:
-            raise RecipeError(f"tta must be between 1 and 6 views, not {self.tta}")
+        if not 1 <= self.tta <= len(VIEWS):
+            raise RecipeError(f"tta must be between 1 and {len(VIEWS)} views, not {self.tta}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -35,6 +35,7 @@ from dermlearn.models.backbones import create_backbone
 from dermlearn.models.lesion_classifier import (LesionClassifier, MetadataEncoder, read_config,
                                                 save_model, update_config)
 from dermlearn.models.preprocessing import PreprocessConfig
+from dermlearn.models.views import first_views
 from dermlearn.splits import TEST, check_no_leakage, load_splits, make_splits, save_splits
 from dermlearn.taxonomy import assign_classes, partition
 from dermlearn.training.distributed import env_rank
@@ -54,10 +55,6 @@ class FoldData:
     fold: str
     train_rows: np.ndarray
     val_rows: np.ndarray
-
-
-#: Test-time views whose features are averaged in features mode, in the order ``tta=N`` takes them.
-FEATURE_VIEWS = ("identity", "hflip", "vflip", "rot180", "rot90", "rot270")
 
 
 def _preprocess_config(backbone: torch.nn.Module, recipe: Recipe) -> PreprocessConfig:
@@ -392,7 +389,7 @@ def train(data: str | Path | None = None, out: str | Path = "runs/run", *,
         cache = FeatureCache(Path(feature_cache)) if feature_cache else FeatureCache.default()
         features = extract_features(manifest.subset(usable), backbone, cfg, cache=cache,
                                     batch_size=recipe.batch_size, num_workers=recipe.num_workers,
-                                    views=FEATURE_VIEWS[:recipe.tta], progress=progress)
+                                    views=first_views(recipe.tta), progress=progress)
         full = np.zeros((len(manifest), features.shape[1]), dtype=np.float32)
         full[usable] = features
         features = full
