@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import io
 import json
-import math
 import os
 import platform
 import re
@@ -510,7 +508,6 @@ def bench_rss(args, rows_out: list) -> dict:
 # --------------------------------------------------------------------------------------------
 # feature cache: 5-fold CV in features mode
 def bench_feature_cache(args, rows_out: list, tmp: Path) -> dict:
-    from dermlearn.data import load
     from dermlearn.models.backbones import create_backbone
     from dermlearn.splits import make_splits
     from dermlearn.training.features import (FeatureCache, cross_validate_features,
