@@ -426,26 +426,25 @@ class TreeMemory:
     def __init__(self, period: float = 0.05):
         import threading
 
-        self.period, self.peak, self.peak_workers, self.workers = period, 0, 0, 0
+        self.period, self.peak, self.peak_workers = period, 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         me = os.getpid()
         while not self._stop.wait(self.period):
-            kids, total = _children(me), 0
             try:
-                total = _pss(me)
+                main = _pss(me)
             except OSError:
                 continue
-            kid_total = 0
-            for k in kids:
+            workers = 0
+            for kid in _children(me):
                 try:
-                    kid_total += _pss(k)
-                except OSError:
+                    workers += _pss(kid)
+                except OSError:  # a worker that just exited
                     pass
-            if total + kid_total > self.peak:
-                self.peak, self.peak_workers, self.workers = total + kid_total, kid_total, len(kids)
+            if main + workers > self.peak:
+                self.peak, self.peak_workers = main + workers, workers
 
     def __enter__(self) -> "TreeMemory":
         self._thread.start()

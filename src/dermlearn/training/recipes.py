@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import yaml
 
 from dermlearn.errors import DermlearnError
-from dermlearn.models.views import VIEWS
+from dermlearn.models.views import first_views
 
 MODES = ("features", "finetune", "full", "progressive")
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
@@ -109,8 +109,10 @@ class Recipe:
                               f"{self.devices * self.num_nodes}")
         if self.lr <= 0:
             raise RecipeError(f"lr must be > 0, not {self.lr}")
-        if not 1 <= self.tta <= len(VIEWS):
-            raise RecipeError(f"tta must be between 1 and {len(VIEWS)} views, not {self.tta}")
+        try:
+            first_views(self.tta)
+        except DermlearnError as exc:
+            raise RecipeError(str(exc)) from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
