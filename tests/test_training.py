@@ -17,11 +17,13 @@ from safetensors.torch import load_file
 import torch
 
 from dermlearn.data import load
+from dermlearn.errors import DermlearnError
 from dermlearn.models import PreprocessConfig, create_backbone
 from dermlearn.data.synthetic import make_synthetic_dataset
 from dermlearn.evaluation.calibration import apply_temperature
 from dermlearn.taxonomy import partition
 from dermlearn.serving import Predictor, predict
+from dermlearn.serving.distributed import predict_distributed
 from dermlearn.training.run import RunError, train
 
 TINY = dict(image_size=64, batch_size=8, num_workers=0, epochs=1)
@@ -90,6 +92,17 @@ def test_modes(tiny_data, tmp_path, mode, extra):
         np.testing.assert_allclose(model.predict_paths(paths, metadata=sub.table), expected,
                                    atol=1e-5)
         assert np.abs(model.predict_paths(paths) - expected).max() > 1e-6
+        # `predict` on the dataset passes them too ("auto" keeps PyTorch: the ONNX export has
+        # no metadata input, so asking for ONNX explicitly is refused).
+        table = predict(tmp_path / mode, tiny_data, backend="auto").set_index("image")
+        np.testing.assert_allclose(table.loc[sub.image_ids, model.classes].to_numpy(), expected,
+                                   atol=1e-5)
+        with pytest.raises(DermlearnError, match="fuses age, sex and site"):
+            predict(tmp_path / mode, tiny_data, backend="onnx")
+        spread = predict_distributed(tmp_path / mode, tiny_data, tmp_path / "spread.csv",
+                                     num_workers=0).table.set_index("image")
+        np.testing.assert_allclose(spread.loc[sub.image_ids, model.classes].to_numpy(), expected,
+                                   atol=1e-5)
 
 
 def test_features_mode(tiny_data, tmp_path):

@@ -212,7 +212,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from dermlearn.serving.predictor import Predictor, resolve_inputs
 
     predictor = Predictor.load(args.model)
-    _, paths = resolve_inputs(args.images)
+    paths = resolve_inputs(args.images).paths
     written = explain_to_dir(predictor, paths, args.out, method=args.method)
     print(f"wrote {len(written)} {args.method} overlays to {args.out}/")
     return 0

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from dermlearn.errors import DermlearnError
+from dermlearn.models.lesion_classifier import METADATA_INPUTS
 
 if TYPE_CHECKING:
     from dermlearn.data.manifest import Manifest
@@ -154,7 +155,7 @@ def embed(predictor: Predictor, data: Manifest | pd.DataFrame | Sequence[str],
         raise DermlearnError("embed needs at least one image")
     encoder = getattr(predictor, "metadata_encoder", None)
     metadata = (encoder.encode_table(table) if encoder is not None
-                and {"age", "sex", "site"} <= set(table.columns) else None)
+                and set(METADATA_INPUTS) <= set(table.columns) else None)
     features, own_probs = features_and_probs(predictor, table["path"].tolist(), metadata,
                                          batch_size=batch_size, num_workers=num_workers,
                                          progress=progress)

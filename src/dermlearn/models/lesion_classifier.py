@@ -22,6 +22,8 @@ from dermlearn.models.errors import ModelError
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
+#: The manifest columns a metadata-fusion model reads, in its encoding's order.
+METADATA_INPUTS: tuple[str, str, str] = ("age", "sex", "site")
 
 
 class MetadataEncoder:
@@ -53,8 +55,8 @@ class MetadataEncoder:
 
     def encode_table(self, table) -> np.ndarray:
         """(N, dim) float32 from a table with ``age``, ``sex``, ``site`` columns."""
-        return np.stack([self.encode(a, s, t) for a, s, t in
-                         zip(table["age"], table["sex"], table["site"])]) if len(table) else \
+        return np.stack([self.encode(*row) for row in
+                         zip(*(table[c] for c in METADATA_INPUTS))]) if len(table) else \
             np.zeros((0, self.dim), np.float32)
 
     def to_dict(self) -> dict:

@@ -64,17 +64,21 @@ def parts_dir(out: str | Path) -> Path:
 
 
 class _IndexedImages(Dataset):
-    """Items ``(image (3, H, W), index in the input list)`` for the given input positions."""
+    """Items ``(image (3, H, W), metadata (M,), index in the input list)`` for the given input
+    positions; ``metadata`` (N, M) is the encoded age/sex/site per input (M = 0: none)."""
 
-    def __init__(self, paths: Sequence[str], indices: Sequence[int], transform):
+    def __init__(self, paths: Sequence[str], indices: Sequence[int], transform,
+                 metadata: np.ndarray | None = None):
         self.paths, self.indices, self.transform = list(paths), list(indices), transform
+        self.metadata = torch.from_numpy(metadata if metadata is not None
+                                         else np.zeros((len(self.paths), 0), np.float32))
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, item: int):
         index = self.indices[item]
-        return self.transform(read_image(self.paths[index])), index
+        return self.transform(read_image(self.paths[index])), self.metadata[index], index
 
 
 def read_parts(directory: str | Path, n_columns: int) -> dict[int, np.ndarray]:
@@ -142,8 +146,9 @@ class PredictModule(L.LightningModule):
         self.predictor.device = self.device
 
     def predict_step(self, batch, batch_idx):
-        images, index = batch
-        return index.cpu().numpy(), self.predictor.predict_batch(images, tta=self.tta)
+        images, metadata, index = batch
+        metadata = metadata.cpu() if metadata.shape[1] else None
+        return index.cpu().numpy(), self.predictor.predict_batch(images, metadata, tta=self.tta)
 
 
 class PartWriter(BasePredictionWriter):
@@ -187,7 +192,8 @@ def predict_distributed(model_dir: str | Path, inputs: str | Path | Sequence[str
                         progress: bool = False) -> DistributedPrediction | None:
     """Score ``inputs`` with ``devices x num_nodes`` processes, resumably; write ``out``.
 
-    ``inputs``: image files, a folder of images or a dataset spec (as :func:`predict`);
+    ``inputs``: image files, a folder of images or a dataset spec (as :func:`predict`; a
+    dataset's age/sex/site reach a metadata-fusion model);
     ``batch_size``: images per process and step; ``num_workers``: decoding workers per process;
     ``strategy``/launch as for training (:mod:`dermlearn.training.distributed`): from the CLI,
     torchrun or SLURM each process runs this function; from Python, Lightning spawns them.
@@ -204,7 +210,10 @@ def predict_distributed(model_dir: str | Path, inputs: str | Path | Sequence[str
     parts = parts_dir(out)
     parts.mkdir(parents=True, exist_ok=True)
     predictor = Predictor.load(model_dir)
-    ids, paths = resolve_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
+    ids, paths, metadata = resolve_inputs([inputs] if isinstance(inputs, (str, Path))
+                                          else list(inputs))
+    encoder = predictor.metadata_encoder
+    encoded = encoder.encode_table(metadata) if encoder and metadata is not None else None
     if level:  # an unknown level fails now, not after scoring every image
         predictor.to_level(np.full((1, len(predictor.classes)), 1 / len(predictor.classes)),
                            level)
@@ -214,7 +223,7 @@ def predict_distributed(model_dir: str | Path, inputs: str | Path | Sequence[str
     done = read_parts(parts, len(predictor.classes))
     remaining = [i for i in range(len(paths)) if i not in done]
     if remaining:
-        loader = DataLoader(_IndexedImages(paths, remaining, predictor.transform),
+        loader = DataLoader(_IndexedImages(paths, remaining, predictor.transform, encoded),
                             batch_size=batch_size, num_workers=num_workers,
                             persistent_workers=False, pin_memory=device == "cuda")
         trainer = L.Trainer(

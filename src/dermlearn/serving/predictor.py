@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,11 +18,13 @@ from torch.utils.data import DataLoader
 
 from dermlearn.data.images import IMAGE_EXTENSIONS
 from dermlearn.errors import DermlearnError
-from dermlearn.models.lesion_classifier import LesionClassifier, MetadataEncoder, load_model, read_config
+from dermlearn.models.lesion_classifier import (METADATA_INPUTS, LesionClassifier, MetadataEncoder,
+                                               load_model, read_config)
 from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
 from dermlearn.models.views import apply_view, first_views
 from dermlearn.taxonomy import Taxonomy, aggregate
 from dermlearn.training.dataset import LesionDataset
+
 
 class Predictor:
     """Probabilities over a model's training classes; an ensemble averages its members."""
@@ -63,7 +65,8 @@ class Predictor:
         """The "age, sex and site unknown" encoding for ``n`` images (None: no metadata branch)."""
         if self.metadata_encoder is None:
             return None
-        return torch.from_numpy(np.stack([self.metadata_encoder.encode(None, None, None)] * n))
+        unknown = self.metadata_encoder.encode(None, None, None)
+        return torch.from_numpy(np.stack([unknown] * n)).to(self.device)
 
     @torch.inference_mode()
     def predict_batch(self, batch: torch.Tensor, metadata: torch.Tensor | None = None,
@@ -73,6 +76,8 @@ class Predictor:
         if self.metadata_encoder is not None and metadata is None:
             metadata = self.missing_metadata(len(batch))
         batch = batch.to(self.device)
+        if metadata is not None:
+            metadata = metadata.to(self.device)
         total = torch.zeros(len(batch), len(self.classes), dtype=torch.float64)
         for name in views:
             view = apply_view(batch, name).contiguous(memory_format=torch.channels_last)
@@ -159,27 +164,51 @@ class Predictor:
         return aggregate(probs, self.classes, self.taxonomy, level)
 
 
-def resolve_inputs(inputs: Sequence[str | Path]) -> tuple[list[str], list[str]]:
-    """(image ids, paths) from image files, folders of images, or one dataset spec."""
+class ResolvedInputs(NamedTuple):
+    """What to score: image ids, file paths and, for a dataset, its ``age``/``sex``/``site``
+    table (N rows, in the same order; None for image files and folders)."""
+
+    ids: list[str]
+    paths: list[str]
+    metadata: pd.DataFrame | None = None
+
+
+def resolve_inputs(inputs: Sequence[str | Path]) -> ResolvedInputs:
+    """Image ids, paths (and a dataset's metadata) from image files, folders of images, or one
+    dataset spec."""
     from dermlearn.data import load
 
     items = [Path(str(i)) for i in inputs]
     if all(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in items):
-        return [p.stem for p in items], [str(p) for p in items]
+        return ResolvedInputs([p.stem for p in items], [str(p) for p in items])
     if len(items) == 1:
         folder = items[0]
         direct = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS) \
             if folder.is_dir() else []
         if direct:
-            return [p.stem for p in direct], [str(p) for p in direct]
+            return ResolvedInputs([p.stem for p in direct], [str(p) for p in direct])
         manifest = load(str(inputs[0]), strict=False)
         missing = [p for p in manifest.problems if p.kind == "missing_file"]
         if missing:
             raise DermlearnError(f"{len(missing)} images of {inputs[0]} are missing, e.g. "
                                  f"{missing[0].message}")
-        return manifest.image_ids, manifest.table["path"].tolist()
+        return ResolvedInputs(manifest.image_ids, manifest.table["path"].astype(str).tolist(),
+                              manifest.table[list(METADATA_INPUTS)].reset_index(drop=True))
     bad = [str(p) for p in items if not (p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)]
     raise DermlearnError(f"not image files: {', '.join(bad[:5])}")
+
+
+def scoring_backend(predictor: Predictor, backend: str, metadata: pd.DataFrame | None) -> str:
+    """``backend`` for scoring images that come with ``metadata``: a metadata-fusion model
+    needs PyTorch (its ONNX export has no age/sex/site input), so ``auto`` becomes ``torch``
+    and ``onnx`` is refused rather than silently scoring every patient as "unknown"."""
+    if predictor.metadata_encoder is None or metadata is None or backend == "torch":
+        return backend
+    if backend == "auto":
+        return "torch"
+    raise DermlearnError(f"{predictor.directory} fuses age, sex and site, which the {backend} "
+                         f"backend cannot take (its export has no metadata input); use "
+                         f"backend torch to score with the dataset's metadata")
 
 
 def predict(model_dir: str | Path, inputs: str | Path | Sequence[str | Path], *,
@@ -193,9 +222,12 @@ def predict(model_dir: str | Path, inputs: str | Path | Sequence[str | Path], *,
     fly); ``backend="auto"`` (the CLI's default) picks ONNX Runtime when it is installed, else
     PyTorch -- about 2-3x faster on CPU, probabilities within 1e-4 (``benchmarks/bench.py``);
     the default ``torch`` reproduces training's validation probabilities bit for bit.
-    ``threads`` sets the backend's intra-op threads (or PyTorch's).
+    ``threads`` sets the backend's intra-op threads (or PyTorch's). A metadata-fusion model
+    scoring a dataset gets each image's age, sex and site (see :func:`scoring_backend`).
     """
     predictor = Predictor.load(model_dir)
+    resolved = resolve_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
+    backend = scoring_backend(predictor, backend, resolved.metadata)
     runner = None
     if backend != "torch":
         from dermlearn.serving.backends import create_backend
@@ -204,14 +236,13 @@ def predict(model_dir: str | Path, inputs: str | Path | Sequence[str | Path], *,
                                 threads=threads)
     elif threads:
         torch.set_num_threads(int(threads))
-    inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-    ids, paths = resolve_inputs(inputs)
-    probs = predictor.predict_paths(paths, tta=tta, batch_size=batch_size, progress=progress,
+    probs = predictor.predict_paths(resolved.paths, tta=tta, batch_size=batch_size,
+                                    progress=progress, metadata=resolved.metadata,
                                     backend=runner if getattr(runner, "name", "") != "torch"
                                     else None)
     columns = predictor.classes
     if level:
         probs, columns = predictor.to_level(probs, level)
     table = pd.DataFrame(probs, columns=columns)
-    table.insert(0, "image", ids)
+    table.insert(0, "image", resolved.ids)
     return table
