@@ -50,7 +50,8 @@ def test_cli_evaluate_predictions(csvs, capsys):
     assert main(["evaluate", "--predictions", str(folder / "preds.csv"),
                  str(folder / "truth.csv"), "--out", str(folder / "cli"),
                  "--bootstrap", "50"]) == 0
-    assert "balanced accuracy" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "balanced accuracy" in printed and "evaluation (n=" in printed
     assert (folder / "cli" / "report.html").is_file()
 
 

@@ -237,8 +237,8 @@ def _parse_value(text: str):
 
 
 def _format_metrics(metrics: dict) -> str:
-    what = f"validation ({metrics['validation']}" if "validation" in metrics else "evaluation ("
-    lines = [f"{what}, n={metrics['n']}): "
+    what = f"validation ({metrics['validation']}, " if "validation" in metrics else "evaluation ("
+    lines = [f"{what}n={metrics['n']}): "
              f"accuracy {metrics['accuracy']:.3f}  balanced accuracy "
              f"{metrics['balanced_accuracy']:.3f}  macro AUC {metrics['auc_macro']:.3f}"]
     aucs = ", ".join(f"{c} {v['auc']:.3f}" for c, v in metrics["per_class"].items()
