@@ -210,10 +210,10 @@ def predict_distributed(model_dir: str | Path, inputs: str | Path | Sequence[str
     parts = parts_dir(out)
     parts.mkdir(parents=True, exist_ok=True)
     predictor = Predictor.load(model_dir)
-    ids, paths, metadata = resolve_inputs([inputs] if isinstance(inputs, (str, Path))
-                                          else list(inputs))
+    ids, paths, metadata = resolve_inputs(inputs)
     encoder = predictor.metadata_encoder
-    encoded = encoder.encode_table(metadata) if encoder and metadata is not None else None
+    encoded = (encoder.encode_table(metadata) if encoder is not None and metadata is not None
+               else None)
     if level:  # an unknown level fails now, not after scoring every image
         predictor.to_level(np.full((1, len(predictor.classes)), 1 / len(predictor.classes)),
                            level)

@@ -173,11 +173,12 @@ class ResolvedInputs(NamedTuple):
     metadata: pd.DataFrame | None = None
 
 
-def resolve_inputs(inputs: Sequence[str | Path]) -> ResolvedInputs:
+def resolve_inputs(inputs: str | Path | Sequence[str | Path]) -> ResolvedInputs:
     """Image ids, paths (and a dataset's metadata) from image files, folders of images, or one
     dataset spec."""
     from dermlearn.data import load
 
+    inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     items = [Path(str(i)) for i in inputs]
     if all(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in items):
         return ResolvedInputs([p.stem for p in items], [str(p) for p in items])
@@ -208,7 +209,8 @@ def scoring_backend(predictor: Predictor, backend: str, metadata: pd.DataFrame |
         return "torch"
     raise DermlearnError(f"{predictor.directory} fuses age, sex and site, which the {backend} "
                          f"backend cannot take (its export has no metadata input); use "
-                         f"backend torch to score with the dataset's metadata")
+                         f"--backend torch (backend=\"torch\") to score with the dataset's "
+                         f"metadata")
 
 
 def predict(model_dir: str | Path, inputs: str | Path | Sequence[str | Path], *,
@@ -226,7 +228,7 @@ def predict(model_dir: str | Path, inputs: str | Path | Sequence[str | Path], *,
     scoring a dataset gets each image's age, sex and site (see :func:`scoring_backend`).
     """
     predictor = Predictor.load(model_dir)
-    resolved = resolve_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
+    resolved = resolve_inputs(inputs)
     backend = scoring_backend(predictor, backend, resolved.metadata)
     runner = None
     if backend != "torch":
