@@ -14,13 +14,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from dermlearn.models import PreprocessConfig, create_backbone
-from dermlearn.models.lesion_classifier import LesionClassifier, save_model
+from dermlearn.models.lesion_classifier import LesionClassifier, MetadataEncoder, save_model
 from dermlearn.taxonomy import load_taxonomy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,16 +30,19 @@ HAM7 = ["nv", "bkl", "df", "vasc", "mel", "bcc", "akiec"]
 
 
 def make_tiny_model(directory: Path, *, image_size: int = 96, members: int = 1,
-                    temperature: float = 1.0, seed: int = 0, weights: str = "bundled") -> Path:
-    """Save a small HAM7 model (or a ``members``-fold ensemble) into ``directory``."""
+                    temperature: float = 1.0, seed: int = 0, weights: str = "bundled",
+                    sites: Sequence[str] | None = None) -> Path:
+    """Save a small HAM7 model (or a ``members``-fold ensemble) into ``directory``; with
+    ``sites``, one that fuses age, sex and site (those training sites) into its head."""
     taxonomy = load_taxonomy("dermatology")
+    encoder = MetadataEncoder(sites) if sites is not None else None
     base = {
         "backbone": "efficientnet_lite0",
         "classes": HAM7,
         "class_names": {c: taxonomy.display_name(c) for c in HAM7},
         "taxonomy": taxonomy.to_dict(),
         "preprocess": PreprocessConfig(input_size=(3, image_size, image_size)).to_dict(),
-        "metadata": None,
+        "metadata": encoder.to_dict() if encoder else None,
         "temperature": temperature,
         "training_data": {"source": "/somewhere/private/ham10000", "format": "ham10000",
                           "n_images": 42, "n_lesions": 40, "classes": {c: 6 for c in HAM7}},
@@ -49,7 +53,7 @@ def make_tiny_model(directory: Path, *, image_size: int = 96, members: int = 1,
     for k, member_dir in enumerate(dirs):
         torch.manual_seed(seed + k)
         backbone = create_backbone("efficientnet_lite0", weights=weights, num_classes=0)
-        model = LesionClassifier(backbone, len(HAM7))
+        model = LesionClassifier(backbone, len(HAM7), metadata_dim=encoder.dim if encoder else 0)
         save_model(model, member_dir, dict(base))
     if members > 1:
         import json

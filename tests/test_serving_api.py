@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
@@ -101,6 +102,8 @@ def test_prediction_document(client, model_dir):
     assert body["model"]["backend"] == "torch" and "explanation" not in body or \
         body["explanation"] is None
     assert "not a diagnosis" in body["disclaimer"]
+    assert body["metadata"] == {"fused": False, "age": None, "sex": None, "site": None,
+                                "note": None}
     # the same probabilities as the batch predictor (temperature applied)
     predictor = Predictor.load(model_dir)
     image = Image.open(io.BytesIO(photo())).convert("RGB")
@@ -151,6 +154,54 @@ def test_onnx_backend_matches_torch(client, model_dir):
     np.testing.assert_allclose(list(body["probabilities"].values()), list(torch_probs.values()),
                                atol=1e-4)
     assert (model_dir / "model.onnx").is_file()  # exported on the fly, cached in the model dir
+
+
+SITES = ["back", "face", "lower extremity"]
+
+
+@pytest.fixture(scope="module")
+def fusion_dir(tmp_path_factory) -> Path:
+    """A model that fuses age, sex and site (random metadata branch: they move the output)."""
+    return make_tiny_model(tmp_path_factory.mktemp("fusion") / "model", sites=SITES)
+
+
+def post_with(client, data: bytes, fields: dict, query: str = ""):
+    return client.post(f"/v1/predict{query}", files={"image": ("p.jpg", data, "image/jpeg")},
+                       data=fields)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_patient_fields_reach_a_fusion_model(fusion_dir, backend):
+    predictor = Predictor.load(fusion_dir)
+    data = photo()
+    batch = predictor.transform(Image.open(io.BytesIO(data)).convert("RGB"))[None]
+    encode = predictor.metadata_encoder.encode
+    with TestClient(create_app(fusion_dir, backend=backend)) as c:
+        assert c.get("/v1/model").json()["patient_inputs"]["sites"] == SITES
+        body = post_with(c, data, {"age": "70", "sex": "Male", "site": "Back"},
+                         query="?explain=gradcam").json()
+        assert body["metadata"] == {"fused": True, "age": 70.0, "sex": "male", "site": "Back",
+                                    "note": None}
+        given = predictor.predict_batch(batch, torch.from_numpy(encode(70.0, "male", "back")[None]))
+        np.testing.assert_allclose(list(body["probabilities"].values()), given[0], atol=1e-4)
+        assert body["explanation"]["target"] == body["top_k"][0]["id"]
+        plain = post(c, data).json()
+        assert plain["metadata"]["fused"] is True and plain["metadata"]["age"] is None
+        unknown = predictor.predict_batch(batch)  # age, sex and site unknown
+        np.testing.assert_allclose(list(plain["probabilities"].values()), unknown[0], atol=1e-4)
+        assert np.abs(given - unknown).max() > 1e-4
+        other = post_with(c, data, {"site": "elbow", "sex": "unknown"}).json()["metadata"]
+        assert other["sex"] is None and "not one of the training sites" in other["note"]
+        for fields, code in [({"age": "old"}, "bad_metadata"), ({"age": "-3"}, "bad_metadata"),
+                             ({"age": "nan"}, "bad_metadata"), ({"sex": "x"}, "bad_metadata"),
+                             ({"site": "a" * 300}, "bad_field")]:
+            assert_error(post_with(c, data, fields), 422, code)
+
+
+def test_patient_fields_on_an_image_only_model(client):
+    body = post_with(client, photo(), {"age": "40"}).json()
+    assert body["metadata"]["fused"] is False and "does not use" in body["metadata"]["note"]
+    assert client.get("/v1/model").json()["patient_inputs"] is None
 
 
 # -- errors: 4xx JSON, never 5xx ---------------------------------------------------------------

@@ -11,6 +11,7 @@ import torch
 
 from dermlearn.cli import main
 from dermlearn.data.images import read_image
+from dermlearn.errors import DermlearnError
 from dermlearn.serving.backends import OnnxBackend, TorchBackend, create_backend
 from dermlearn.serving.onnx_export import DIGEST_KEY, ONNX_FILE, ensure_onnx, metadata_dict, read_onnx_metadata
 from dermlearn.serving.predictor import Predictor
@@ -61,6 +62,29 @@ def test_single_file_opset_17_with_metadata(exported, ensemble_dir):
     assert levels["malignant_vs_benign"]["class_to_group"]["mel"] == "malignant"
     assert levels["esteva3"]["groups"] == ["benign", "malignant", "non_neoplastic"]
     assert meta["feature_layout"][0] == ["penultimate", 1280]
+
+
+def test_fusion_model_export_takes_metadata(tmp_path):
+    model_dir = make_tiny_model(tmp_path / "model", sites=["back", "face"], image_size=64)
+    predictor = Predictor.load(model_dir)
+    path = ensure_onnx(model_dir)
+    assert [i.name for i in onnx.load(str(path)).graph.input] == ["image", "metadata"]
+    backend = OnnxBackend(path, threads=1)
+    encode = predictor.metadata_encoder.encode
+    batch = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    meta = torch.from_numpy(np.stack([encode(30, "female", "face"), encode(None, None, None),
+                                      encode(85, "male", "back")]))
+    np.testing.assert_allclose(backend.predict_batch(batch, meta, tta=2),
+                               predictor.predict_batch(batch, meta, tta=2), atol=1e-4)
+    np.testing.assert_allclose(backend.infer(batch).probabilities,  # default: unknown
+                               predictor.predict_batch(batch), atol=1e-4)
+
+
+def test_metadata_refused_by_an_export_without_that_input(exported):
+    backend = OnnxBackend(exported, threads=1)
+    assert backend.metadata_input is None
+    with pytest.raises(DermlearnError, match="no age/sex/site input"):
+        backend.infer(np.zeros((1, 3, 128, 128), np.float32), np.zeros((1, 8), np.float32))
 
 
 def test_dynamic_batch(exported):

@@ -114,6 +114,7 @@ def network_maps(predictor: Predictor, batch: torch.Tensor, method: str = "salie
 
 def explain_images(predictor: Predictor, images: Sequence[Image.Image],
                    method: str = "saliency", target: int | str | None = None, *,
+                   metadata: torch.Tensor | None = None,
                    batch_size: int = 16) -> list[Explanation]:
     """Explain ``predictor``'s decision on each decoded RGB photograph.
 
@@ -121,7 +122,8 @@ def explain_images(predictor: Predictor, images: Sequence[Image.Image],
     ``target``: class index or name to explain, or None for each photograph's predicted class.
     The heatmap is computed on the network input (eval transform: resize, centre crop) and
     carried back to the photograph's size (see :func:`dermlearn.explain.geometry.to_original`).
-    Photographs are processed ``batch_size`` at a time.
+    Photographs are processed ``batch_size`` at a time. ``metadata`` (N, M): the age/sex/site
+    encoding for a model that fuses them (default: unknown).
     """
     check_method(method)
     images = list(images)
@@ -133,7 +135,9 @@ def explain_images(predictor: Predictor, images: Sequence[Image.Image],
                 raise DermlearnError(f"explain_images expects PIL images; item {start + i} is "
                                      f"{type(image).__name__}")
         batch = torch.stack([predictor.transform(image) for image in chunk])
-        maps, probs, targets = network_maps(predictor, batch, method, target)
+        maps, probs, targets = network_maps(
+            predictor, batch, method, target,
+            None if metadata is None else metadata[start:start + len(chunk)])
         for image, heat, p, t in zip(chunk, maps, probs, targets):
             out.append(Explanation(heatmap=to_original(heat, image.size, predictor.preprocess),
                                    target=int(t), label=predictor.classes[int(t)], probs=p,

@@ -60,7 +60,8 @@ class MetadataEncoder:
             np.zeros((0, self.dim), np.float32)
 
     def to_dict(self) -> dict:
-        return {"sites": self.sites}
+        """``{"dim": M, "sites": [...]}`` (as saved in a model's config)."""
+        return {"dim": self.dim, "sites": self.sites}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MetadataEncoder":

@@ -3,8 +3,8 @@
 >>> app = create_app(ServiceConfig("runs/ham/model", backend="onnx"))
 >>> uvicorn.run(app)                    # or: dermlearn serve runs/ham/model --backend onnx
 
-Endpoints: ``POST /v1/predict`` (multipart field ``image``; ``?explain=saliency|gradcam``,
-``?top_k=N``), ``GET /v1/model``, ``GET /health``, ``GET /`` (the page), ``/docs`` and
+Endpoints: ``POST /v1/predict`` (multipart field ``image``, optional fields ``age``, ``sex``,
+``site`` for models that fuse them; ``?explain=saliency|gradcam``, ``?top_k=N``), ``GET /v1/model``, ``GET /health``, ``GET /`` (the page), ``/docs`` and
 ``/redoc`` (served offline from fastapi-offline's bundled assets when installed). Every error is
 JSON ``{"detail": ..., "code": ...}`` with a 4xx status; uploads stay in memory and are never
 logged, and are written to disk only with ``keep_uploads``.
@@ -28,7 +28,7 @@ from starlette.requests import ClientDisconnect
 
 from dermlearn import __version__
 from dermlearn.serving.schemas import ErrorResponse, Health, PredictionResponse
-from dermlearn.serving.service import LesionService, ServiceConfig
+from dermlearn.serving.service import PATIENT_FIELDS, LesionService, ServiceConfig
 from dermlearn.serving.uploads import UploadError, read_multipart_file, save_upload
 
 __all__ = ["STATIC_DIR", "app_from_env", "create_app"]
@@ -43,9 +43,16 @@ _UPLOAD_SCHEMA = {
         "required": True,
         "content": {"multipart/form-data": {"schema": {
             "type": "object", "required": ["image"],
-            "properties": {"image": {"type": "string", "format": "binary",
-                                     "description": "photo of one skin lesion (JPEG, PNG, "
-                                                    "TIFF, BMP or WebP; format sniffed)"}}}}},
+            "properties": {
+                "image": {"type": "string", "format": "binary",
+                          "description": "photo of one skin lesion (JPEG, PNG, TIFF, BMP or "
+                                         "WebP; format sniffed)"},
+                "age": {"type": "number", "minimum": 0, "maximum": 120,
+                        "description": "optional: the patient's age in years"},
+                "sex": {"type": "string", "enum": ["male", "female", "unknown"],
+                        "description": "optional"},
+                "site": {"type": "string", "description": "optional: anatomical site as in "
+                                                          "the training data (e.g. back)"}}}}},
     }
 }
 #: The page and its assets come from this server only.
@@ -150,14 +157,16 @@ def create_app(config: ServiceConfig | str | Path, **settings) -> FastAPI:
                                      "in top_k (default: the server's setting, 3)"),
     ) -> dict:
         """Probabilities per class, taxonomy levels by PA, top-k, a malignancy risk, an
-        out-of-distribution flag and, with ``explain``, a heatmap (base64 PNG)."""
+        out-of-distribution flag and, with ``explain``, a heatmap (base64 PNG). Models that
+        fuse age, sex and site take them as optional form fields (unknown when absent)."""
         t0 = time.perf_counter()
         try:
             upload = await read_multipart_file(
                 request.headers.get("content-type"), request.headers.get("content-length"),
-                request.stream(), max_bytes=config.max_upload_bytes)
+                request.stream(), text_fields=PATIENT_FIELDS, max_bytes=config.max_upload_bytes)
         except ClientDisconnect:
             raise UploadError(400, "client_disconnected", "the upload was interrupted") from None
+        metadata, patient = service.patient_metadata(upload.fields)
         if config.keep_uploads:
             await anyio.to_thread.run_sync(save_upload, config.keep_uploads, upload.data)
         t1 = time.perf_counter()
@@ -165,15 +174,15 @@ def create_app(config: ServiceConfig | str | Path, **settings) -> FastAPI:
             image, tensor = await anyio.to_thread.run_sync(service.decode, upload.data,
                                                            limiter=limiter)
             del upload
-            future = slot.submit(tensor)
+            future = slot.submit((tensor, metadata))
         t2 = time.perf_counter()
         output = await asyncio.wrap_future(future)
         t3 = time.perf_counter()
         timing = {"read": (t1 - t0) * 1e3, "decode": (t2 - t1) * 1e3, "model": (t3 - t2) * 1e3}
-        result = service.result(output, image, top_k=top_k, timing=timing)
+        result = service.result(output, image, top_k=top_k, timing=timing, patient=patient)
         if explain:
-            result["explanation"] = await anyio.to_thread.run_sync(service.explain, image,
-                                                                   explain, limiter=limiter)
+            result["explanation"] = await anyio.to_thread.run_sync(
+                service.explain, image, explain, metadata, limiter=limiter)
             timing["explain"] = (time.perf_counter() - t3) * 1e3
         timing["total"] = (time.perf_counter() - t0) * 1e3
         return result

@@ -1,6 +1,7 @@
 """Inference backends behind one interface: PyTorch (eager) and ONNX Runtime.
 
-Both take a preprocessed batch (N, 3, H, W) float32 and return :class:`BackendOutput`
+Both take a preprocessed batch (N, 3, H, W) float32 -- and, for a model that fuses age/sex/site,
+optionally their encoding (N, M) (default: "unknown") -- and return :class:`BackendOutput`
 (probabilities over the training classes with the saved temperature applied, averaged over
 ensemble members, and the out-of-distribution feature vectors); both preprocess PIL images with
 the model's own eval transform.
@@ -24,6 +25,7 @@ from PIL import Image
 from dermlearn.errors import DermlearnError
 from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
 from dermlearn.models.views import apply_view, first_views
+from dermlearn.serving.onnx_export import METADATA_INPUT
 from dermlearn.serving.predictor import Predictor
 
 __all__ = ["BACKENDS", "BackendOutput", "InferenceBackend", "OnnxBackend", "TorchBackend",
@@ -50,11 +52,13 @@ class InferenceBackend(Protocol):
     classes: list[str]
     preprocess: PreprocessConfig
 
-    def infer(self, batch: torch.Tensor | np.ndarray) -> BackendOutput: ...
+    def infer(self, batch: torch.Tensor | np.ndarray,
+              metadata: torch.Tensor | np.ndarray | None = None) -> BackendOutput: ...
 
     def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor: ...
 
-    def predict_batch(self, batch: torch.Tensor, tta: int = 1) -> np.ndarray: ...
+    def predict_batch(self, batch: torch.Tensor, metadata: torch.Tensor | None = None,
+                      tta: int = 1) -> np.ndarray: ...
 
 
 class _Base:
@@ -63,7 +67,9 @@ class _Base:
     preprocess: PreprocessConfig
     transform: Callable[[Image.Image], torch.Tensor]
 
-    def infer(self, batch: torch.Tensor | np.ndarray) -> BackendOutput:  # pragma: no cover
+    def infer(self, batch: torch.Tensor | np.ndarray,
+              metadata: torch.Tensor | np.ndarray | None = None
+              ) -> BackendOutput:  # pragma: no cover
         raise NotImplementedError
 
     def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
@@ -73,12 +79,14 @@ class _Base:
             return torch.empty((0, 3, h, w))
         return torch.stack([self.transform(img) for img in images])
 
-    def predict_batch(self, batch: torch.Tensor, tta: int = 1) -> np.ndarray:
+    def predict_batch(self, batch: torch.Tensor, metadata: torch.Tensor | None = None,
+                      tta: int = 1) -> np.ndarray:
         """Probabilities (N, C) averaged over ``tta`` dihedral views (as Predictor does)."""
         views = first_views(tta)
         total = np.zeros((len(batch), len(self.classes)), dtype=np.float64)
         for name in views:
-            total += self.infer(apply_view(torch.as_tensor(batch), name).contiguous()).probabilities
+            view = apply_view(torch.as_tensor(batch), name).contiguous()
+            total += self.infer(view, metadata).probabilities
         return total / tta
 
 
@@ -96,8 +104,10 @@ class TorchBackend(_Base):
         self.transform = predictor.transform
         self.threads = torch.get_num_threads()
 
-    def infer(self, batch: torch.Tensor | np.ndarray) -> BackendOutput:
-        probs, feats = self.predictor.predict_batch_with_features(torch.as_tensor(batch))
+    def infer(self, batch: torch.Tensor | np.ndarray,
+              metadata: torch.Tensor | np.ndarray | None = None) -> BackendOutput:
+        probs, feats = self.predictor.predict_batch_with_features(
+            torch.as_tensor(batch), None if metadata is None else torch.as_tensor(metadata))
         return BackendOutput(probs, feats)
 
 
@@ -130,12 +140,26 @@ class OnnxBackend(_Base):
                                  ) from None
         self.transform = eval_transform(self.preprocess)
         self.threads = int(threads or 0)
-        self.input_name = self.session.get_inputs()[0].name
+        inputs = [i.name for i in self.session.get_inputs()]
+        self.input_name = inputs[0]
+        #: The age/sex/site input of a metadata-fusion export (None: the model has none).
+        self.metadata_input = METADATA_INPUT if METADATA_INPUT in inputs else None
+        self.unknown_metadata = (np.asarray(json.loads(self.metadata["unknown_metadata"]),
+                                            dtype=np.float32)
+                                 if self.metadata_input else None)
 
-    def infer(self, batch: torch.Tensor | np.ndarray) -> BackendOutput:
-        array = batch.numpy() if isinstance(batch, torch.Tensor) else batch
-        probs, feats = self.session.run(None, {self.input_name: np.ascontiguousarray(
-            array, dtype=np.float32)})
+    def infer(self, batch: torch.Tensor | np.ndarray,
+              metadata: torch.Tensor | np.ndarray | None = None) -> BackendOutput:
+        array = np.ascontiguousarray(np.asarray(batch), dtype=np.float32)
+        feed = {self.input_name: array}
+        if self.metadata_input:
+            feed[self.metadata_input] = (np.tile(self.unknown_metadata, (len(array), 1))
+                                         if metadata is None else
+                                         np.ascontiguousarray(np.asarray(metadata), np.float32))
+        elif metadata is not None:
+            raise DermlearnError(f"{self.path} has no age/sex/site input (exported by an older "
+                                 f"dermlearn): export the model again with `dermlearn export`")
+        probs, feats = self.session.run(None, feed)
         return BackendOutput(probs.astype(np.float64), feats)
 
 

@@ -171,6 +171,9 @@ def build_model_card(predictor: "Predictor", *, ood: Mapping[str, Any] | None = 
         "levels": available_levels(predictor),
         "preprocess": predictor.preprocess.to_dict(),
         "temperature": predictor.temperature,
+        "patient_inputs": ({"fields": ["age", "sex", "site"],
+                            "sites": list(predictor.metadata_encoder.sites)}
+                           if predictor.metadata_encoder is not None else None),
         "training_data": training or None,
         "validation": _validation(predictor),
         "ood": dict(ood) if ood is not None else {"available": False},

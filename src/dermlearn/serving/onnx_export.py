@@ -1,6 +1,9 @@
 """Export a saved model (single or fold ensemble) to one self-describing ONNX file.
 
-The graph takes ``image`` (N, 3, H, W) float32, preprocessed as the metadata says, and returns
+The graph takes ``image`` (N, 3, H, W) float32, preprocessed as the metadata says -- and, for a
+model that fuses age/sex/site, ``metadata`` (N, M) float32, their encoding
+(:class:`~dermlearn.models.lesion_classifier.MetadataEncoder`, whose sites and "all unknown"
+row are in the file's metadata) -- and returns
 
 * ``probabilities`` (N, C): the mean over ensemble members of ``softmax(logits / temperature)``
   (the saved temperature is part of the graph; it is also in the metadata);
@@ -9,8 +12,7 @@ The graph takes ``image`` (N, 3, H, W) float32, preprocessed as the metadata say
   channel statistics of middle backbone stages (``feature_layout`` in the metadata).
 
 The batch axis is dynamic; the file is a single opset-17 file (TorchScript exporter,
-``dynamo=False``: the dynamo exporter writes opset 18 with weights in a side file). Models that
-fuse age/sex/site get the "all unknown" metadata encoding baked in, as the service has none.
+``dynamo=False``: the dynamo exporter writes opset 18 with weights in a side file).
 Preprocessing (input size, mean, std, interpolation, crop_pct), classes, taxonomy levels,
 temperature and model id/version are stored in the ONNX ``metadata_props``.
 
@@ -38,7 +40,7 @@ from dermlearn.serving.model_card import available_levels, model_identity, sourc
 from dermlearn.serving.ood import ood_features
 from dermlearn.serving.predictor import Predictor
 
-__all__ = ["ONNX_FILE", "OPSET", "EnsembleGraph", "export_onnx", "ensure_onnx", "onnx_metadata",
+__all__ = ["METADATA_INPUT", "ONNX_FILE", "OPSET", "EnsembleGraph", "export_onnx", "ensure_onnx", "onnx_metadata",
            "read_onnx_metadata"]
 
 log = logging.getLogger(__name__)
@@ -46,23 +48,26 @@ log = logging.getLogger(__name__)
 ONNX_FILE = "model.onnx"
 OPSET = 17
 INPUT_NAME = "image"
+#: The age/sex/site input, present only in exports of models that fuse metadata.
+METADATA_INPUT = "metadata"
+#: Written as ``dermlearn.format``; a cached export of another format is made again.
+FORMAT = "2"
 OUTPUT_NAMES = ("probabilities", "features")
 #: metadata_props key holding the digest of the weights the file was exported from.
 DIGEST_KEY = "dermlearn.source_digest"
 
 
 class EnsembleGraph(nn.Module):
-    """images -> (mean member softmax(logits / T), OOD feature vector): the exported graph."""
+    """(images, [metadata]) -> (mean member softmax(logits / T), OOD feature vector): the
+    exported graph."""
 
     def __init__(self, predictor: Predictor):
         super().__init__()
         self.members = nn.ModuleList(predictor.members)
         self.temperature = float(predictor.temperature)
-        metadata = predictor.missing_metadata(1)
-        self.register_buffer("unknown_metadata",
-                             metadata.float() if metadata is not None else torch.zeros(1, 0))
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor, metadata: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         probabilities = None
         features = None
         for member in self.members:
@@ -70,9 +75,8 @@ class EnsembleGraph(nn.Module):
                 feats, features, _ = ood_features(member, images)
             else:
                 feats = member.features(images)
-            metadata = (self.unknown_metadata.expand(images.shape[0], -1)
-                        if member.metadata is not None else None)
-            p = torch.softmax(member.classify(feats, metadata) / self.temperature, dim=1)
+            p = torch.softmax(member.classify(feats, metadata if member.metadata is not None
+                                              else None) / self.temperature, dim=1)
             probabilities = p if probabilities is None else probabilities + p
         return probabilities / len(self.members), features
 
@@ -91,7 +95,7 @@ def onnx_metadata(predictor: Predictor) -> dict[str, str]:
                          "class_to_group": {c: groups[int(j)] for c, j in
                                             zip(predictor.classes, grouped.argmax(axis=1))}}
     meta = {
-        "dermlearn.format": "1",
+        "dermlearn.format": FORMAT,
         "dermlearn.version": __version__,
         "model_id": model_id,
         "model_version": version,
@@ -116,9 +120,16 @@ def onnx_metadata(predictor: Predictor) -> dict[str, str]:
                    "shape (N, len(classes)); features: the out-of-distribution detector's "
                    "input (N, D), parts as in feature_layout",
         "feature_layout": json.dumps(predictor.feature_layout),
-        "metadata_inputs": ("age/sex/site baked in as unknown" if predictor.metadata_encoder
-                            is not None else "none"),
     }
+    encoder = predictor.metadata_encoder
+    if encoder is None:
+        meta["metadata_inputs"] = "none"
+    else:
+        meta["metadata_inputs"] = (f"{METADATA_INPUT}: (N, {encoder.dim}) float32, "
+                                   "[age/100, age_missing, male, female, sex_missing, one-hot "
+                                   "over metadata_sites, site_other]")
+        meta["metadata_sites"] = json.dumps(encoder.sites)
+        meta["unknown_metadata"] = json.dumps(encoder.encode(None, None, None).tolist())
     return meta
 
 
@@ -136,7 +147,11 @@ def export_onnx(model: str | Path | Predictor, out: str | Path, *, opset: int = 
     out.parent.mkdir(parents=True, exist_ok=True)
     graph = EnsembleGraph(predictor).eval()
     _, h, w = predictor.preprocess.input_size
-    dummy = torch.zeros(2, 3, h, w)
+    inputs: tuple[torch.Tensor, ...] = (torch.zeros(2, 3, h, w),)
+    names = [INPUT_NAME]
+    if predictor.metadata_encoder is not None:
+        inputs += (predictor.missing_metadata(2).float(),)
+        names.append(METADATA_INPUT)
 
     def write(tmp: Path) -> None:
         with torch.no_grad(), warnings.catch_warnings():
@@ -145,9 +160,9 @@ def export_onnx(model: str | Path | Predictor, out: str | Path, *, opset: int = 
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
-                graph, (dummy,), str(tmp), dynamo=False, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in OUTPUT_NAMES}},
+                graph, inputs, str(tmp), dynamo=False, opset_version=opset,
+                input_names=names, output_names=list(OUTPUT_NAMES),
+                dynamic_axes={n: {0: "batch"} for n in (*names, *OUTPUT_NAMES)},
                 do_constant_folding=True)
         proto = onnx.load(str(tmp))
         del proto.metadata_props[:]
@@ -184,7 +199,8 @@ def _fresh(path: Path, digest: str) -> bool:
     if not path.is_file():
         return False
     try:
-        return read_onnx_metadata(path).get(DIGEST_KEY) == digest
+        meta = read_onnx_metadata(path)
+        return meta.get(DIGEST_KEY) == digest and meta.get("dermlearn.format") == FORMAT
     except Exception:  # an unreadable cache file is simply re-exported
         return False
 

@@ -87,17 +87,22 @@ class Predictor:
         return (total / (tta * len(self.members))).numpy()
 
     @torch.inference_mode()
-    def predict_batch_with_features(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def predict_batch_with_features(self, batch: torch.Tensor,
+                                    metadata: torch.Tensor | None = None
+                                    ) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities (N, C), OOD feature vectors (N, D)) in one pass, no TTA.
 
-        Probabilities are those of :meth:`predict_batch` (``tta=1``); the feature vectors are
-        the first member's penultimate features plus middle-stage channel statistics, laid out
-        as :attr:`feature_layout` says -- the space :mod:`dermlearn.serving.ood` models.
+        Probabilities are those of :meth:`predict_batch` (``tta=1``, ``metadata`` (N, M) as
+        there); the feature vectors are the first member's penultimate features plus
+        middle-stage channel statistics, laid out as :attr:`feature_layout` says -- the space
+        :mod:`dermlearn.serving.ood` models.
         """
         from dermlearn.serving.ood import ood_features
 
         with self.lock:
-            metadata = self.missing_metadata(len(batch))
+            if self.metadata_encoder is not None:
+                metadata = (self.missing_metadata(len(batch)) if metadata is None
+                            else metadata.to(self.device))
             view = batch.to(self.device).contiguous(memory_format=torch.channels_last)
             total = torch.zeros(len(batch), len(self.classes), dtype=torch.float64)
             features = None
@@ -136,12 +141,12 @@ class Predictor:
 
         ``backend`` (a :mod:`dermlearn.serving.backends` backend, e.g. ONNX Runtime) runs the
         model instead of this predictor's PyTorch members. ``metadata``: N rows with ``age``,
-        ``sex``, ``site`` for a metadata-fusion model (PyTorch only; without it, or with a
-        backend, every image is encoded as "age, sex and site unknown").
+        ``sex``, ``site`` for a metadata-fusion model (without it every image is encoded as
+        "age, sex and site unknown").
         """
         from tqdm.auto import tqdm
 
-        fuse = self.metadata_encoder is not None and metadata is not None and backend is None
+        fuse = self.metadata_encoder is not None and metadata is not None
         if fuse and len(metadata) != len(paths):
             raise DermlearnError(f"metadata has {len(metadata)} rows for {len(paths)} images")
         encoded = self.metadata_encoder.encode_table(metadata) if fuse else None
@@ -152,10 +157,8 @@ class Predictor:
         out = []
         with tqdm(total=len(paths), unit="img", desc="predicting", disable=not progress) as bar:
             for batch, meta, _ in loader:
-                if backend is not None:
-                    out.append(backend.predict_batch(batch, tta=tta))
-                else:
-                    out.append(self.predict_batch(batch, meta if fuse else None, tta=tta))
+                runner = backend if backend is not None else self
+                out.append(runner.predict_batch(batch, meta if fuse else None, tta=tta))
                 bar.update(len(batch))
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
 
@@ -199,20 +202,6 @@ def resolve_inputs(inputs: str | Path | Sequence[str | Path]) -> ResolvedInputs:
     raise DermlearnError(f"not image files: {', '.join(bad[:5])}")
 
 
-def scoring_backend(predictor: Predictor, backend: str, metadata: pd.DataFrame | None) -> str:
-    """``backend`` for scoring images that come with ``metadata``: a metadata-fusion model
-    needs PyTorch (its ONNX export has no age/sex/site input), so ``auto`` becomes ``torch``
-    and ``onnx`` is refused rather than silently scoring every patient as "unknown"."""
-    if predictor.metadata_encoder is None or metadata is None or backend == "torch":
-        return backend
-    if backend == "auto":
-        return "torch"
-    raise DermlearnError(f"{predictor.directory} fuses age, sex and site, which the {backend} "
-                         f"backend cannot take (its export has no metadata input); use "
-                         f"--backend torch (backend=\"torch\") to score with the dataset's "
-                         f"metadata")
-
-
 def predict(model_dir: str | Path, inputs: str | Path | Sequence[str | Path], *,
             level: str | None = None, tta: int = 1, batch_size: int = 32,
             progress: bool = False, backend: str = "torch",
@@ -225,11 +214,10 @@ def predict(model_dir: str | Path, inputs: str | Path | Sequence[str | Path], *,
     PyTorch -- about 2-3x faster on CPU, probabilities within 1e-4 (``benchmarks/bench.py``);
     the default ``torch`` reproduces training's validation probabilities bit for bit.
     ``threads`` sets the backend's intra-op threads (or PyTorch's). A metadata-fusion model
-    scoring a dataset gets each image's age, sex and site (see :func:`scoring_backend`).
+    scoring a dataset gets each image's age, sex and site, with either backend.
     """
     predictor = Predictor.load(model_dir)
     resolved = resolve_inputs(inputs)
-    backend = scoring_backend(predictor, backend, resolved.metadata)
     runner = None
     if backend != "torch":
         from dermlearn.serving.backends import create_backend

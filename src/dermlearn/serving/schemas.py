@@ -6,7 +6,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, Field
 
 __all__ = ["ClassProbability", "ErrorResponse", "Explanation", "Health", "ImageInfo",
-           "MalignancyRisk", "ModelRef", "OODResult", "PredictionResponse"]
+           "MalignancyRisk", "ModelRef", "OODResult", "PatientMetadata", "PredictionResponse"]
 
 
 class ClassProbability(BaseModel):
@@ -57,6 +57,14 @@ class ImageInfo(BaseModel):
     height: int
 
 
+class PatientMetadata(BaseModel):
+    fused: bool = Field(description="whether the model uses age, sex and site")
+    age: Optional[float] = Field(default=None, description="years, as sent")
+    sex: Optional[str] = None
+    site: Optional[str] = None
+    note: Optional[str] = None
+
+
 class PredictionResponse(BaseModel):
     model: ModelRef
     image: ImageInfo
@@ -67,6 +75,8 @@ class PredictionResponse(BaseModel):
                     "classes allow) by probability aggregation up the tree")
     malignancy_risk: MalignancyRisk
     ood: OODResult
+    metadata: PatientMetadata = Field(description="the optional age/sex/site fields as used "
+                                                  "(null: not given, encoded as unknown)")
     explanation: Optional[Explanation] = None
     timing_ms: dict[str, float]
     disclaimer: str

@@ -4,9 +4,10 @@
 uploaded photo (bytes) into the prediction document of ``POST /v1/predict``.
 
 >>> service = LesionService(ServiceConfig("runs/ham/model", backend="onnx"))
->>> image, batch = service.decode(photo_bytes)
->>> row = service.batcher.submit(batch[0]).result()
->>> service.result(row, image)["malignancy_risk"]
+>>> metadata, patient = service.patient_metadata({"age": "62", "sex": "male"})
+>>> image, tensor = service.decode(photo_bytes)
+>>> row = service.batcher.submit((tensor, metadata)).result()
+>>> service.result(row, image, patient=patient)["malignancy_risk"]
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from PIL import Image
 
 from dermlearn.data.images import DEFAULT_MAX_PIXELS, read_image
 from dermlearn.errors import DermlearnError, ImageDecodeError, TaxonomyError
+from dermlearn.models.lesion_classifier import METADATA_INPUTS
 from dermlearn.serving.backends import BACKENDS, BackendOutput, create_backend
 from dermlearn.serving.batching import MicroBatcher
 from dermlearn.serving.model_card import (available_levels, build_model_card, feature_digest,
@@ -34,7 +36,7 @@ from dermlearn.serving.ood import load_ood, unavailable
 from dermlearn.serving.predictor import Predictor
 from dermlearn.serving.uploads import UploadError
 
-__all__ = ["DISCLAIMER", "EXPLAIN_METHODS", "LesionService", "ServiceConfig"]
+__all__ = ["DISCLAIMER", "EXPLAIN_METHODS", "PATIENT_FIELDS", "LesionService", "ServiceConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,10 @@ ENV_CONFIG = "DERMLEARN_SERVE_CONFIG"
 EXPLAIN_METHODS = ("saliency", "gradcam")
 #: Longest side of the image the heatmap is computed on and returned at.
 EXPLAIN_MAX_SIDE = 640
+#: Optional form fields of ``POST /v1/predict``, used by models that fuse them.
+PATIENT_FIELDS = METADATA_INPUTS
+SEXES = ("male", "female")
+MAX_AGE = 120
 DISCLAIMER = ("Decision support only, not a diagnosis: see /v1/model for intended use and "
               "limitations.")
 
@@ -108,8 +114,10 @@ class LesionService:
         self.malignant_groups = self._malignant_mask()
         # Explanations use the PyTorch members with hooks; one at a time.
         self.explain_lock = threading.Lock()
-        self.batcher: MicroBatcher[torch.Tensor, BackendOutput] = MicroBatcher(
-            self._run_batch, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms)
+        # Items: (preprocessed image (3, H, W), age/sex/site encoding (M,) or None).
+        self.batcher: MicroBatcher[tuple[torch.Tensor, np.ndarray | None], BackendOutput] = \
+            MicroBatcher(self._run_batch, max_batch=config.max_batch,
+                         max_wait_ms=config.max_wait_ms)
         cores = os.cpu_count() or 1
         self.decode_concurrency = config.decode_concurrency or (config.threads or cores) + 2
 
@@ -123,12 +131,53 @@ class LesionService:
             return None
         return grouped[:, groups.index("malignant")] > 0.5
 
-    def _run_batch(self, tensors: list[torch.Tensor]) -> list[BackendOutput]:
-        out = self.backend.infer(torch.stack(tensors))
+    def _run_batch(self, items: list[tuple[torch.Tensor, np.ndarray | None]]
+                   ) -> list[BackendOutput]:
+        images = torch.stack([tensor for tensor, _ in items])
+        metadata = (torch.from_numpy(np.stack([m for _, m in items]))
+                    if items[0][1] is not None else None)
+        out = self.backend.infer(images, metadata)
         return [BackendOutput(out.probabilities[i:i + 1], out.features[i:i + 1])
-                for i in range(len(tensors))]
+                for i in range(len(items))]
 
     # -- requests ---------------------------------------------------------------------------
+    def patient_metadata(self, fields: Mapping[str, str]) -> tuple[np.ndarray | None,
+                                                                   dict[str, Any]]:
+        """Check the optional ``age`` (years), ``sex`` and ``site`` form fields.
+
+        Returns (the model's encoding (M,) float32 -- "unknown" for what was not given -- or
+        None when the model does not fuse them; the response's ``metadata`` block).
+        :class:`UploadError` 422 for an age or sex that cannot be read.
+        """
+        age_text, sex, site = (fields.get(name, "").strip() for name in PATIENT_FIELDS)
+        age = None
+        if age_text:
+            try:
+                age = float(age_text)
+            except ValueError:
+                age = float("nan")
+            if not 0 <= age <= MAX_AGE:
+                raise UploadError(422, "bad_metadata", f"age must be a number of years "
+                                                       f"between 0 and {MAX_AGE}")
+        sex = sex.lower() or None
+        if sex == "unknown":
+            sex = None
+        if sex is not None and sex not in SEXES:
+            raise UploadError(422, "bad_metadata", f"sex must be one of {', '.join(SEXES)} "
+                                                   f"or unknown")
+        encoder = self.predictor.metadata_encoder
+        given = {"age": age, "sex": sex, "site": site or None}
+        if encoder is None:
+            note = ("this model does not use age, sex or site"
+                    if any(v is not None for v in given.values()) else None)
+            return None, {"fused": False, **given, "note": note}
+        known = {s.lower(): s for s in encoder.sites}
+        note = None
+        if site and site.lower() not in known:
+            note = f"site {site!r} is not one of the training sites: encoded as other"
+        vector = encoder.encode(age, sex, known.get(site.lower()) if site else None)
+        return vector, {"fused": True, **given, "note": note}
+
     def decode(self, data: bytes) -> tuple[Image.Image, torch.Tensor]:
         """Decode (content sniffed, pixel limit, EXIF, any mode to RGB) and preprocess one
         upload; :class:`UploadError` with the HTTP status when it cannot be used."""
@@ -150,8 +199,10 @@ class LesionService:
         return image, tensor
 
     def result(self, output: BackendOutput, image: Image.Image, *, top_k: int | None = None,
-               timing: dict[str, float] | None = None) -> dict[str, Any]:
-        """The prediction document for one image."""
+               timing: dict[str, float] | None = None,
+               patient: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The prediction document for one image (``patient``: the block from
+        :meth:`patient_metadata`; default: nothing given)."""
         probs = np.asarray(output.probabilities, dtype=np.float64).reshape(1, -1)
         classes = self.predictor.classes
         order = np.argsort(-probs[0], kind="stable")[:max(1, top_k or self.config.top_k)]
@@ -181,13 +232,15 @@ class LesionService:
             "levels": levels,
             "malignancy_risk": risk,
             "ood": ood,
+            "metadata": patient or self.patient_metadata({})[1],
             "timing_ms": timing or {},
             "disclaimer": DISCLAIMER,
         }
 
-    def explain(self, image: Image.Image, method: str) -> dict[str, Any]:
+    def explain(self, image: Image.Image, method: str,
+                metadata: np.ndarray | None = None) -> dict[str, Any]:
         """Heatmap overlay (base64 PNG) by :mod:`dermlearn.explain`, always on the PyTorch
-        model (also with the ONNX backend)."""
+        model (also with the ONNX backend); ``metadata`` (M,) as from :meth:`patient_metadata`."""
         if method not in EXPLAIN_METHODS:
             raise UploadError(422, "bad_explain", f"explain must be one of "
                                                   f"{', '.join(EXPLAIN_METHODS)}")
@@ -203,7 +256,9 @@ class LesionService:
         # neither sees the other's hooks.
         shared = self.predictor.lock if self.backend.name == "torch" else threading.RLock()
         with self.explain_lock, shared:
-            explanation = explain_images(self.predictor, [small], method)[0]
+            explanation = explain_images(
+                self.predictor, [small], method,
+                metadata=None if metadata is None else torch.from_numpy(metadata[None]))[0]
         picture = overlay(small, explanation.heatmap)
         buf = io.BytesIO()
         picture.convert("RGB").save(buf, format="PNG", optimize=False)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Sequence
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -34,13 +34,18 @@ class UploadError(Exception):
         self.message = message
 
 
+#: Longest accepted text field (bytes), e.g. ``site``.
+MAX_FIELD_BYTES = 200
+
+
 @dataclass
 class Upload:
-    """The file part of a multipart request (bytes in memory)."""
+    """The file part of a multipart request (bytes in memory) and the text fields asked for."""
 
     data: bytes
     filename: str | None
     content_type: str | None
+    fields: dict[str, str] = dataclass_field(default_factory=dict)
 
 
 def _too_large(limit: int) -> UploadError:
@@ -50,12 +55,14 @@ def _too_large(limit: int) -> UploadError:
 
 async def read_multipart_file(content_type: str | None, content_length: str | None,
                               body: AsyncIterator[bytes], *, field: str = "image",
-                              max_bytes: int) -> Upload:
-    """The ``field`` file of a ``multipart/form-data`` body, read into memory.
+                              text_fields: Sequence[str] = (), max_bytes: int) -> Upload:
+    """The ``field`` file of a ``multipart/form-data`` body, read into memory, and the
+    ``text_fields`` that were sent (UTF-8, stripped; other parts are ignored).
 
     Raises :class:`UploadError`: 415 when the body is not multipart, 413 when it (or the file)
     exceeds ``max_bytes`` (checked against Content-Length first, then while streaming), 400 for
-    a malformed body, 422 when the field is missing or empty.
+    a malformed body, 422 when the file is missing or empty or a text field is not short UTF-8
+    text.
     """
     kind, params = parse_options_header(content_type or "")
     if kind != b"multipart/form-data":
@@ -118,21 +125,39 @@ async def read_multipart_file(content_type: str | None, content_length: str | No
         raise UploadError(400, "malformed_multipart", f"malformed multipart body ({exc})"
                           ) from None
 
+    upload: Upload | None = None
+    texts: dict[str, str] = {}
     for part in parts:
         disposition = part["headers"].get(b"content-disposition", b"")
         _, options = parse_options_header(disposition)
-        if options.get(b"name", b"").decode("utf-8", "replace") != field:
+        name = options.get(b"name", b"").decode("utf-8", "replace")
+        if name in text_fields:
+            texts[name] = _text_field(name, bytes(part["data"]))
+        if name != field or upload is not None:
             continue
         data = bytes(part["data"])
         if not data:
             raise UploadError(422, "empty_upload", f"the '{field}' file is empty (0 bytes)")
         filename = options.get(b"filename")
         ctype = part["headers"].get(b"content-type")
-        return Upload(data, filename.decode("utf-8", "replace") if filename else None,
-                      ctype.decode("latin-1") if ctype else None)
-    raise UploadError(422, "missing_file",
-                      f"no file field '{field}' in the form (send it as multipart/form-data "
-                      f"with the photo in a field named '{field}')")
+        upload = Upload(data, filename.decode("utf-8", "replace") if filename else None,
+                        ctype.decode("latin-1") if ctype else None)
+    if upload is None:
+        raise UploadError(422, "missing_file",
+                          f"no file field '{field}' in the form (send it as multipart/form-data "
+                          f"with the photo in a field named '{field}')")
+    upload.fields = texts
+    return upload
+
+
+def _text_field(name: str, data: bytes) -> str:
+    if len(data) > MAX_FIELD_BYTES:
+        raise UploadError(422, "bad_field", f"form field '{name}' is longer than "
+                                            f"{MAX_FIELD_BYTES} bytes")
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise UploadError(422, "bad_field", f"form field '{name}' is not UTF-8 text") from None
 
 
 _MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"II*\x00", "tif"),

@@ -63,6 +63,8 @@ class Recipe:
     step_epochs: int = 30                 # step scheduler: divide lr by step_gamma every N epochs
     step_gamma: float = 1 / 16
     label_smoothing: float = 0.1
+    ema_decay: float = 0.0                # > 0: validate and keep an exponential moving average
+                                          # of the weights, updated every step after warmup
     # imbalance and augmentation
     augment: str = "default"
     class_weights: bool = True
@@ -107,6 +109,8 @@ class Recipe:
             raise RecipeError(f"batch_size {self.batch_size} is the global batch and must be "
                               f"divisible by devices x num_nodes = "
                               f"{self.devices * self.num_nodes}")
+        if not 0 <= self.ema_decay < 1:
+            raise RecipeError(f"ema_decay must be in [0, 1) (0: off), not {self.ema_decay}")
         if self.lr <= 0:
             raise RecipeError(f"lr must be > 0, not {self.lr}")
         try:

@@ -122,7 +122,7 @@ def _model_config(recipe: Recipe, manifest: Manifest, classes: list[str], cfg: P
         "class_names": {c: manifest.taxonomy.display_name(c) for c in classes},
         "taxonomy": manifest.taxonomy.to_dict(),
         "preprocess": cfg.to_dict(),
-        "metadata": ({"dim": encoder.dim, **encoder.to_dict()} if encoder else None),
+        "metadata": encoder.to_dict() if encoder else None,
         "temperature": 1.0,
         "recipe": recipe.to_dict(),
         "training_data": {"source": manifest.source, "format": manifest.format,
@@ -140,7 +140,7 @@ def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarra
     process but global rank 0, which alone writes the run's files.
     """
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
     from torch.utils.data import DataLoader
 
     from dermlearn.training.augment import train_transform
@@ -205,6 +205,10 @@ def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarra
         if recipe.early_stopping and round_ == 1:
             callbacks.append(EarlyStopping(monitor="val_" + recipe.select_metric, mode="max",
                                            patience=recipe.early_stopping))
+        if recipe.ema_decay:  # validation, checkpoints and the final model use the average
+            warmup_steps = recipe.warmup_epochs * len(train_dl) if round_ == 1 else 0
+            callbacks.append(EMAWeightAveraging(decay=recipe.ema_decay,
+                                                update_starting_at_step=warmup_steps))
         trainer = L.Trainer(
             accelerator=accelerator(device), devices=recipe.devices, num_nodes=recipe.num_nodes,
             strategy=lightning_strategy(recipe.strategy, world, device,

@@ -70,6 +70,11 @@ function renderCard(card) {
     `model ${card.model_id} · ${card.version} · ${card.backbone} · ${card.backend} backend · ` +
     `${card.classes.length} classes`;
   $("intended-use").textContent = card.intended_use;
+  if (card.patient_inputs) {
+    $("patient-site").append(...card.patient_inputs.sites.map((site) =>
+      el("option", { value: site }, site)));
+    $("patient").hidden = false;
+  }
   const list = $("limitations");
   list.replaceChildren(...card.limitations.map((text) => el("li", {}, text)));
   if (card.validation) {
@@ -155,6 +160,12 @@ async function analyse(file) {
   setStatus("analysing…");
   const form = new FormData();
   form.append("image", file, "upload");
+  if (!$("patient").hidden) {
+    for (const field of ["age", "sex", "site"]) {
+      const value = $(`patient-${field}`).value;
+      if (value) form.append(field, value);
+    }
+  }
   const method = $("explain-method").value;
   const query = new URLSearchParams({ top_k: "5" });
   if (method) query.set("explain", method);
