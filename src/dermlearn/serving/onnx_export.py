@@ -40,8 +40,8 @@ from dermlearn.serving.model_card import available_levels, model_identity, sourc
 from dermlearn.serving.ood import ood_features
 from dermlearn.serving.predictor import Predictor
 
-__all__ = ["METADATA_INPUT", "ONNX_FILE", "OPSET", "EnsembleGraph", "export_onnx", "ensure_onnx", "onnx_metadata",
-           "read_onnx_metadata"]
+__all__ = ["METADATA_INPUT", "ONNX_FILE", "OPSET", "EnsembleGraph", "export_onnx", "ensure_onnx",
+           "onnx_metadata", "read_onnx_metadata"]
 
 log = logging.getLogger(__name__)
 
