@@ -5,9 +5,10 @@
 
 Endpoints: ``POST /v1/predict`` (multipart field ``image``, optional fields ``age``, ``sex``,
 ``site`` for models that fuse them; ``?explain=saliency|gradcam``, ``?top_k=N``),
-``GET /v1/model``, ``GET /health``, ``GET /`` (the page), ``/docs`` and ``/redoc`` (served offline from fastapi-offline's bundled assets when installed). Every error is
-JSON ``{"detail": ..., "code": ...}`` with a 4xx status; uploads stay in memory and are never
-logged, and are written to disk only with ``keep_uploads``.
+``GET /v1/model``, ``GET /health``, ``GET /`` (the page), ``/docs`` and ``/redoc`` (served
+offline from fastapi-offline's bundled assets when installed). Every error is JSON
+``{"detail": ..., "code": ...}`` with a 4xx status; uploads stay in memory and are never logged,
+and are written to disk only with ``keep_uploads``.
 """
 from __future__ import annotations
 
