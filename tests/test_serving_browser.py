@@ -75,6 +75,7 @@ def test_upload_shows_bars_risk_and_heatmap(server, tmp_path):
         assert page.locator("#heatmap-caption").inner_text() == "gradcam heatmap"
         assert page.evaluate(BROKEN_IMAGES_JS) == []
         assert page.locator("#error").is_hidden()
+        assert page.locator("#patient").is_hidden()  # an image-only model asks for nothing
         shot = _screenshot_dir(tmp_path) / "service.png"
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
@@ -105,3 +106,23 @@ def test_drop_and_error_message(server, tmp_path):
         page.wait_for_selector("#error:not([hidden])", timeout=60_000)
         assert "not a recognised image format" in page.locator("#error").inner_text()
         page.screenshot(path=str(_screenshot_dir(tmp_path) / "service-error.png"))
+
+
+def test_patient_fields_for_a_fusion_model(tmp_path):
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extras)")
+    sites = ["back", "face", "lower extremity"]
+    model_dir = make_tiny_model(tmp_path / "fusion-run" / "model", image_size=96, sites=sites)
+    with ServerProcess(model_dir, "--log-level", "warning", cwd=tmp_path) as server, \
+            browser_page() as page:
+        page.goto(server.url + "/")
+        page.wait_for_selector("#patient:not([hidden])")
+        assert page.locator("#patient-site option").count() == len(sites) + 1
+        page.fill("#patient-age", "62")
+        page.select_option("#patient-sex", "female")
+        page.select_option("#patient-site", "face")
+        page.select_option("#explain-method", "")
+        page.set_input_files("#file-input", files=[{
+            "name": "lesion.png", "mimeType": "image/png",
+            "buffer": png_bytes(synthetic_lesion(size=120))}])
+        page.wait_for_selector("#bars .bar", timeout=60_000)
+        assert page.locator("#patient-used").inner_text() == "with age 62, female, face"

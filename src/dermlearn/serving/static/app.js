@@ -121,6 +121,14 @@ function renderResult(result) {
   $("risk").textContent = pct(risk.probability);
   $("risk-bar").style.width = risk.probability === null ? "0" : (100 * risk.probability).toFixed(1) + "%";
   $("risk-note").textContent = risk.note ? risk.note : `temperature ${risk.temperature}`;
+  const patient = result.metadata;
+  $("patient-used").hidden = !(patient && patient.fused);
+  if (patient && patient.fused) {
+    const given = [patient.age === null ? null : `age ${patient.age}`, patient.sex, patient.site]
+      .filter((v) => v !== null);
+    $("patient-used").textContent = (given.length ? `with ${given.join(", ")}` :
+      "age, sex and site unknown") + (patient.note ? ` (${patient.note})` : "");
+  }
   const sorted = Object.entries(result.probabilities).sort((a, b) => b[1] - a[1]);
   $("bars").replaceChildren(...sorted.map(([id, p], i) =>
     bar(classNames[id] || id, p, { top: i === 0, title: id })));
