@@ -33,6 +33,8 @@ def test_recipe_overrides_and_files(tmp_path):
         get_recipe("default", mode="frozen")
     with pytest.raises(RecipeError, match="unknown recipe 'nope'"):
         get_recipe("nope")
+    with pytest.raises(RecipeError, match="needs epochs > warmup_epochs"):
+        get_recipe("default", ema_decay=0.99, epochs=1)  # the average would never start
     cfg = tmp_path / "r.yaml"
     cfg.write_text("recipe: benedetti2020\nepochs: 2\nbatch_size: 4\n")
     r = load_recipe(cfg, lr=0.01)

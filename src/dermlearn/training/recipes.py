@@ -111,6 +111,10 @@ class Recipe:
                               f"{self.devices * self.num_nodes}")
         if not 0 <= self.ema_decay < 1:
             raise RecipeError(f"ema_decay must be in [0, 1) (0: off), not {self.ema_decay}")
+        if self.ema_decay and self.epochs <= self.warmup_epochs:
+            raise RecipeError(f"ema_decay: the average starts after the {self.warmup_epochs} "
+                              f"warmup epoch(s), so it needs epochs > warmup_epochs "
+                              f"(epochs={self.epochs})")
         if self.lr <= 0:
             raise RecipeError(f"lr must be > 0, not {self.lr}")
         try:
