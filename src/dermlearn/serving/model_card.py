@@ -18,7 +18,7 @@ import numpy as np
 
 from dermlearn import __version__
 from dermlearn.errors import TaxonomyError
-from dermlearn.models.lesion_classifier import WEIGHTS_FILE
+from dermlearn.models.lesion_classifier import METADATA_INPUTS, WEIGHTS_FILE
 
 if TYPE_CHECKING:  # pragma: no cover
     from dermlearn.serving.predictor import Predictor
@@ -171,7 +171,7 @@ def build_model_card(predictor: "Predictor", *, ood: Mapping[str, Any] | None = 
         "levels": available_levels(predictor),
         "preprocess": predictor.preprocess.to_dict(),
         "temperature": predictor.temperature,
-        "patient_inputs": ({"fields": ["age", "sex", "site"],
+        "patient_inputs": ({"fields": list(METADATA_INPUTS),
                             "sites": list(predictor.metadata_encoder.sites)}
                            if predictor.metadata_encoder is not None else None),
         "training_data": training or None,
