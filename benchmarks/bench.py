@@ -246,6 +246,7 @@ def train_lightning(manifest, rows, recipe, epochs: int, cache_root: Path | None
     import lightning as L
     from torch.utils.data import DataLoader
 
+    from dermlearn.training.callbacks import weight_ema
     from dermlearn.training.dataset import EpochSampler
     from dermlearn.training.module import LesionModule
     from dermlearn.training.run import _preprocess_config
@@ -261,7 +262,8 @@ def train_lightning(manifest, rows, recipe, epochs: int, cache_root: Path | None
                     drop_last=True)
     module = LesionModule(model, recipe, classes, None)
     timer = _EpochTimer().cb
-    callbacks = [timer] + ([rss_probe] if rss_probe else [])
+    ema = weight_ema(recipe, epochs, len(dl))  # the default recipe's average, as in train
+    callbacks = [timer] + ([rss_probe] if rss_probe else []) + ([ema] if ema else [])
     trainer = L.Trainer(accelerator="cpu", devices=1, precision=recipe.precision,
                         max_epochs=epochs, callbacks=callbacks, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False,

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from dermlearn.training.augment import RotateInscribedCrop, inscribed_rectangle
+from dermlearn.training.callbacks import EMA_START_WEIGHT, ema_schedule
 from dermlearn.training.dataset import EpochSampler, class_weights
 from dermlearn.training.module import trainable_blocks
 from dermlearn.training.recipes import RECIPES, RecipeError, get_recipe, load_recipe
@@ -22,6 +23,36 @@ def test_recipes_follow_their_papers():
     assert (bene.backbone, bene.optimizer, bene.nesterov, bene.lr, bene.batch_size) == \
         ("inception_resnet_v2", "sgd", True, 6e-4, 10)
     assert (bene.class_cap, bene.early_stopping, bene.second_round_epochs) == (450, 15, 20)
+    assert esteva.ema_decay == bene.ema_decay == 0.0  # the papers averaged no weights
+    assert RECIPES["default"].ema_decay == 0.998
+
+
+def test_ema_starts_after_warmup_and_forgets_its_start():
+    # HAM10000's hold-out split: 200 steps per epoch; the cap (0.99846) leaves 0.998 alone.
+    assert ema_schedule(0.998, epochs=10, warmup_epochs=1, steps_per_epoch=200) == (200, 0.998)
+    # PH2's folds: 5 steps per epoch, 45 averaged steps -> decay lowered to (1/16) ** (1/45).
+    start, decay = ema_schedule(0.998, epochs=10, warmup_epochs=1, steps_per_epoch=5)
+    assert start == 5 and decay == pytest.approx(EMA_START_WEIGHT ** (1 / 45))
+    assert decay ** 45 <= EMA_START_WEIGHT * (1 + 1e-9)
+    # No epoch after warm-up (and a second round, which has none): average the last epoch.
+    assert ema_schedule(0.998, epochs=1, warmup_epochs=1, steps_per_epoch=4)[0] == 0
+    assert ema_schedule(0.998, epochs=3, warmup_epochs=5, steps_per_epoch=4)[0] == 8
+    assert ema_schedule(0.998, epochs=20, warmup_epochs=0, steps_per_epoch=200) == (0, 0.998)
+
+
+@pytest.mark.parametrize("n, cap", [(23, None), (21, None), (7, None), (23, 5)])
+def test_sampler_counts_the_steps_every_process_takes(n, cap):
+    from torch.utils.data import DataLoader
+
+    targets = np.arange(n) % 3
+    for processes, batch in ((1, 8), (2, 4), (4, 2)):
+        for drop_last in (True, False):
+            sampler = EpochSampler(targets, seed=0, class_cap=cap, num_replicas=processes,
+                                   rank=processes - 1)
+            loader = DataLoader(range(n), batch_size=batch, sampler=sampler,
+                                drop_last=drop_last)
+            assert EpochSampler(targets, class_cap=cap).steps(batch, processes, drop_last) == \
+                len(loader)
 
 
 def test_recipe_overrides_and_files(tmp_path):
@@ -33,8 +64,8 @@ def test_recipe_overrides_and_files(tmp_path):
         get_recipe("default", mode="frozen")
     with pytest.raises(RecipeError, match="unknown recipe 'nope'"):
         get_recipe("nope")
-    with pytest.raises(RecipeError, match="needs epochs > warmup_epochs"):
-        get_recipe("default", ema_decay=0.99, epochs=1)  # the average would never start
+    with pytest.raises(RecipeError, match="ema_decay must be in"):
+        get_recipe("default", ema_decay=1.0)
     cfg = tmp_path / "r.yaml"
     cfg.write_text("recipe: benedetti2020\nepochs: 2\nbatch_size: 4\n")
     r = load_recipe(cfg, lr=0.01)

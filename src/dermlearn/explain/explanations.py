@@ -79,14 +79,6 @@ def _target_index(predictor: Predictor, target: int | str | None) -> int | None:
     return index
 
 
-def _missing_metadata(predictor: Predictor, n: int) -> torch.Tensor | None:
-    """'Unknown age, sex and site' for models that fuse metadata (as the predictor does)."""
-    encoder = getattr(predictor, "metadata_encoder", None)
-    if encoder is None:
-        return None
-    return torch.from_numpy(np.stack([encoder.encode(None, None, None)] * n))
-
-
 def network_maps(predictor: Predictor, batch: torch.Tensor, method: str = "saliency",
                  target: int | str | None = None, metadata: torch.Tensor | None = None,
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,7 +90,7 @@ def network_maps(predictor: Predictor, batch: torch.Tensor, method: str = "salie
     check_method(method)
     index = _target_index(predictor, target)
     if metadata is None:
-        metadata = _missing_metadata(predictor, len(batch))
+        metadata = predictor.missing_metadata(len(batch))
     temperature = float(getattr(predictor, "temperature", 1.0))
     if method == "saliency":
         grad, probs, targets = input_gradients(predictor.members, batch, index, metadata,

@@ -1,18 +1,65 @@
 """Lightning pieces dermlearn adds: atomic checkpoints, a history file, images/s in the bar,
-torch threads per data-parallel process."""
+torch threads per data-parallel process, the recipe's average of the weights."""
 from __future__ import annotations
 
 import csv
+import itertools
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import EMAWeightAveraging, TQDMProgressBar
 
 from dermlearn.atomic import atomic_write
+
+if TYPE_CHECKING:
+    from dermlearn.training.recipes import Recipe
+
+
+#: The most weight an exponential moving average of the weights may keep, at the end of a
+#: round, on the weights it started from (see :func:`ema_schedule`).
+EMA_START_WEIGHT = 1 / 16
+
+
+def ema_schedule(decay: float, epochs: int, warmup_epochs: int,
+                 steps_per_epoch: int) -> tuple[int, float]:
+    """(first averaged optimiser step, per-step decay) of an EMA over a round of ``epochs``.
+
+    The average starts after the warm-up epochs (at the last epoch when none follows them), and
+    the decay is capped so that ``decay ** averaged_steps <= EMA_START_WEIGHT``: a round of few
+    steps (a small dataset) still forgets where its average started.
+    """
+    start_epoch = max(0, min(warmup_epochs, epochs - 1))
+    averaged_steps = max(1, (epochs - start_epoch) * steps_per_epoch)
+    return start_epoch * steps_per_epoch, min(decay, EMA_START_WEIGHT ** (1 / averaged_steps))
+
+
+class WeightEMA(EMAWeightAveraging):
+    """Lightning's EMA of the weights, which validation, checkpoints and the final model use;
+    until its first update (the warm-up epochs) the average follows the live weights, so the
+    warm-up's validation rows and checkpoints are the live model's, not the initial weights'.
+    The first update copies the live weights either way, so the average itself is unchanged."""
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        average = self._average_model
+        if average is not None and int(average.n_averaged) == 0:
+            pairs = zip(itertools.chain(average.module.parameters(), average.module.buffers()),
+                        itertools.chain(pl_module.parameters(), pl_module.buffers()))
+            for average_value, live_value in pairs:
+                average_value.data.copy_(live_value.data)
+        super().on_validation_epoch_start(trainer, pl_module)
+
+
+def weight_ema(recipe: Recipe, epochs: int, steps_per_epoch: int) -> WeightEMA | None:
+    """The recipe's (``ema_decay``, ``warmup_epochs``) average of the weights over a round of
+    ``epochs`` epochs of ``steps_per_epoch`` optimiser steps; None when ``ema_decay`` is 0."""
+    if not recipe.ema_decay:
+        return None
+    start, decay = ema_schedule(recipe.ema_decay, epochs, recipe.warmup_epochs, steps_per_epoch)
+    return WeightEMA(decay=decay, update_starting_at_step=start)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -89,6 +89,12 @@ class EpochSampler(Sampler):
             return int(self.class_cap * len(np.unique(self.targets)))
         return len(self.targets)
 
+    def steps(self, batch_size: int, processes: int, drop_last: bool) -> int:
+        """Batches per epoch in each of ``processes`` processes taking ``batch_size`` from its
+        shard: the optimiser steps per epoch, known before the process group is up."""
+        per_process = -(-self.epoch_size // processes)
+        return per_process // batch_size if drop_last else -(-per_process // batch_size)
+
     def merge_shards(self, gathered: np.ndarray) -> np.ndarray:
         """Per-sample outputs gathered from every process, shape (W, n_per_process, ...), back
         in the unsharded epoch order (padding dropped): the inverse of the sharding."""

@@ -140,13 +140,13 @@ def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarra
     process but global rank 0, which alone writes the run's files.
     """
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from torch.utils.data import DataLoader
 
     from dermlearn.training.augment import train_transform
     from dermlearn.models.preprocessing import eval_transform
     from dermlearn.training.callbacks import (AtomicCheckpointIO, HistoryWriter,
-                                              ImagesPerSecondBar, ThreadsPerProcess)
+                                              ImagesPerSecondBar, ThreadsPerProcess, weight_ema)
     from dermlearn.training.dataset import EpochSampler, LesionDataset, class_weights
     from dermlearn.training.distributed import accelerator, lightning_strategy, per_process_batch
     from dermlearn.training.module import LesionModule
@@ -198,17 +198,19 @@ def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarra
         """(best checkpoint, whether this process is global rank 0)."""
         rdir = ckpt_dir / f"round{round_}"
         checkpoint = ModelCheckpoint(dirpath=rdir, filename="best", monitor="val_" +
-                                     recipe.select_metric, mode="max", save_last=True)
-        callbacks = [checkpoint, HistoryWriter(history, fold.fold, round_), ThreadsPerProcess()]
+                                     recipe.select_metric, mode="max")
+        # Every epoch (Lightning's save_last only follows an improved best): --resume's start.
+        latest = ModelCheckpoint(dirpath=rdir, filename="last", enable_version_counter=False)
+        callbacks = [checkpoint, latest, HistoryWriter(history, fold.fold, round_),
+                     ThreadsPerProcess()]
         if progress:
             callbacks.append(ImagesPerSecondBar(recipe.batch_size))
         if recipe.early_stopping and round_ == 1:
             callbacks.append(EarlyStopping(monitor="val_" + recipe.select_metric, mode="max",
                                            patience=recipe.early_stopping))
-        if recipe.ema_decay:  # validation, checkpoints and the final model use the average
-            warmup_steps = recipe.warmup_epochs * len(train_dl) if round_ == 1 else 0
-            callbacks.append(EMAWeightAveraging(decay=recipe.ema_decay,
-                                                update_starting_at_step=warmup_steps))
+        ema = weight_ema(module.recipe, epochs, sampler.steps(batch, world, train_dl.drop_last))
+        if ema is not None:  # validation, checkpoints and the final model use the average
+            callbacks.append(ema)
         trainer = L.Trainer(
             accelerator=accelerator(device), devices=recipe.devices, num_nodes=recipe.num_nodes,
             strategy=lightning_strategy(recipe.strategy, world, device,
