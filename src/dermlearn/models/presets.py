@@ -14,7 +14,7 @@ class Preset:
 
     ``arch`` is the timm model name (``arch`` or ``arch.tag``); ``input_size`` is the square
     side in pixels the pretrained weights expect; ``default_weights`` is ``"bundled"`` (the
-    efficientnet-lite0 package, offline) or ``"hub"`` (timm's weights from the Hugging Face hub).
+    efficientnet-liteN packages, offline) or ``"hub"`` (timm's weights from the Hugging Face hub).
     """
 
     name: str
@@ -33,6 +33,12 @@ _PRESETS: tuple[Preset, ...] = (
     Preset("tf_efficientnet_lite0", "tf_efficientnet_lite0", 224, "bundled",
            "EfficientNet-Lite0 with TF 'same' padding: bit-exact with the bundled weights' "
            "reference, ~0.65x the speed of efficientnet_lite0 in torch"),
+    Preset("efficientnet_lite1", "efficientnet_lite1", 240, "bundled",
+           "EfficientNet-Lite1 (5.4M params, 0.60 GMACs at 240 px): deeper than Lite0; bundled "
+           "TF ImageNet weights"),
+    Preset("efficientnet_lite2", "efficientnet_lite2", 260, "bundled",
+           "EfficientNet-Lite2 (6.1M params, 0.86 GMACs at 260 px): deeper and wider than Lite0; "
+           "bundled TF ImageNet weights"),
     Preset("inception_v3", "inception_v3.tf_in1k", 299, "hub",
            "Inception v3 with Google's ImageNet weights, as fine-tuned by Esteva et al. 2017"),
     Preset("resnet50", "resnet50", 224, "hub",

