@@ -319,10 +319,12 @@ def test_unknown_model_and_bad_options():
 def test_presets():
     names = [p.name for p in list_presets()]
     assert names[0] == DEFAULT_BACKBONE == "efficientnet_lite0"
-    assert set(names) == {"efficientnet_lite0", "tf_efficientnet_lite0", "inception_v3",
-                          "resnet50", "vgg16", "inception_resnet_v2"}
+    assert set(names) == {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+                          "tf_efficientnet_lite0", "inception_v3", "resnet50", "vgg16",
+                          "inception_resnet_v2"}
     sizes = {p.name: p.input_size for p in list_presets()}
     assert sizes["inception_v3"] == sizes["inception_resnet_v2"] == 299
+    assert (sizes["efficientnet_lite1"], sizes["efficientnet_lite2"]) == (240, 260)
     assert sizes["efficientnet_lite0"] == sizes["resnet50"] == sizes["vgg16"] == 224
 
 

@@ -326,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     train.add_argument("--feature-cache", help="feature cache folder (features mode)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
-    train.add_argument("--backbone", help="timm model name or preset (efficientnet_lite0, "
+    train.add_argument("--backbone", help="timm model name or preset (efficientnet_lite0/1/2, "
                        "inception_v3, resnet50, vgg16, inception_resnet_v2, ...)")
     train.add_argument("--weights", help="default | bundled | timm | none | PATH")
     train.add_argument("--mode", choices=["features", "finetune", "full", "progressive"])
