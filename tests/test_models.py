@@ -158,7 +158,7 @@ def test_resolve_weights_sources(tmp_path):
     assert resolve_weights(None).kind == "none"
     assert resolve_weights("default", "tf_efficientnet_lite2").path.name.startswith(
         "efficientnet-lite2-")
-    assert resolve_weights("default", "efficientnet_lite2.ra_in1k").kind == "hub"  # a timm tag
+    assert resolve_weights("default", "tf_efficientnet_lite2.in1k").kind == "hub"  # a timm tag
     with pytest.raises(WeightsError, match="resnet50"):
         resolve_weights("bundled", "resnet50")
     with pytest.raises(WeightsError, match="unknown weights 'imagenet'"):

@@ -120,7 +120,8 @@ def create_backbone(name: str = DEFAULT_BACKBONE, *, weights: str | os.PathLike 
     else:
         model = _timm_create(name, arch, pretrained=False, **kwargs)
         if source.kind == "bundled":
-            report = load_into(model, load_bundled_state_dict(name), source=str(source))
+            report = load_into(model, load_bundled_state_dict(name, source.path),
+                               source=str(source))
             _mark_source(model, source, {**bundled_weights(name).pretrained_cfg(), "tag": "bundled"})
         elif source.kind == "file":
             state_dict = load_state_dict_file(source.path)

@@ -269,10 +269,12 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return _unwrap(obj, path)
 
 
-def load_bundled_state_dict(model_name: str = DEFAULT_BACKBONE) -> dict[str, torch.Tensor]:
-    """The bundled checkpoint for ``model_name``, integrity-checked, in timm efficientnet_lite keys."""
+def load_bundled_state_dict(model_name: str = DEFAULT_BACKBONE,
+                            path: Path | None = None) -> dict[str, torch.Tensor]:
+    """The bundled checkpoint for ``model_name`` (at ``path`` when already resolved),
+    integrity-checked, in timm efficientnet_lite keys."""
     bundle = bundled_weights(model_name)
-    path = bundled_weights_path(model_name)
+    path = path or bundled_weights_path(model_name)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if not digest.startswith(bundle.sha256_prefix):
         raise WeightsError(f"{path} is corrupted (sha256 {digest[:8]}..., expected "
