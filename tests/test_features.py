@@ -252,6 +252,19 @@ def test_random_weights_are_not_cached(images, tmp_path, caplog):
     assert not (tmp_path / "cache").exists()
 
 
+def test_loaded_model_is_cached_not_taken_for_random(backbone, images, tmp_path, caplog):
+    from dermlearn.models.lesion_classifier import LesionClassifier, load_model, save_model
+    model = LesionClassifier(copy.deepcopy(backbone), 2)
+    save_model(model, tmp_path / "model", {"backbone": "efficientnet_lite0", "classes": ["a", "b"]})
+    loaded, _ = load_model(tmp_path / "model")  # built with random weights, then loaded
+    cache = FeatureCache(tmp_path / "cache")
+    with caplog.at_level("WARNING", logger="dermlearn.training.features"):
+        feats = _extract(_manifest(images[:2]), loaded, cache)
+    assert "randomly initialised" not in caplog.text
+    assert cache.model_key(loaded, SMALL) == cache.model_key(backbone, SMALL)  # same weights
+    assert np.allclose(feats, _extract(_manifest(images[:2]), backbone, cache))
+
+
 def test_default_cache_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("DERMLEARN_FEATURE_CACHE", str(tmp_path / "here"))
     assert FeatureCache.default().root == tmp_path / "here"

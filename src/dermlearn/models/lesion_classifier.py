@@ -203,4 +203,6 @@ def load_model(directory: str | Path) -> tuple[LesionClassifier, dict[str, Any]]
     if missing or unexpected:
         raise ModelError(f"{weights}: weights do not fit the architecture in {CONFIG_FILE} "
                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    # built with random weights, now loaded: say so (feature caches refuse random weights)
+    model.backbone.dermlearn_weights = f"dermlearn model {directory}"
     return model.eval(), config
