@@ -72,6 +72,23 @@ def lesion_paths(n: int, *, offset: int = 0, dataset: str = "ph2") -> list[Path]
     return sorted(folder.glob("*.jpg"))[offset:offset + n]
 
 
+def non_lesions() -> dict[str, Image.Image]:
+    """Seven images that are not skin lesions: three photographs, two noises, two flat frames."""
+    from skimage import data
+
+    rng = np.random.default_rng(0)
+    return {
+        "cat": Image.fromarray(data.chelsea()),
+        "astronaut": Image.fromarray(data.astronaut()),
+        "coffee": Image.fromarray(data.coffee()),
+        "uniform noise": Image.fromarray(rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)),
+        "skin-tone noise": Image.fromarray(np.clip(rng.normal((200, 150, 130), 30, (300, 300, 3)),
+                                                   0, 255).astype(np.uint8)),
+        "flat skin colour": Image.new("RGB", (240, 180), (200, 150, 130)),
+        "white": Image.new("RGB", (200, 200), (255, 255, 255)),
+    }
+
+
 def jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="JPEG", **kwargs)

@@ -26,7 +26,7 @@ from serving_fixtures import ServerProcess, lesion_paths, make_tiny_model, png_b
 def server(tmp_path_factory):
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extras)")
     model = os.environ.get("DERMLEARN_SERVICE_MODEL")
-    model_dir = Path(model) if model else make_tiny_model(
+    model_dir = Path(model).resolve() if model else make_tiny_model(
         tmp_path_factory.mktemp("browser") / "demo-run" / "model", image_size=128)
     cwd = tmp_path_factory.mktemp("browser-cwd")
     with ServerProcess(model_dir, "--backend", "onnx", "--log-level", "warning",

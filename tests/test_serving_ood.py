@@ -7,30 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from dermlearn.data.images import read_image
 from dermlearn.serving.model_card import feature_digest
 from dermlearn.serving.ood import OOD_JSON, OOD_WEIGHTS, fit_ood, fit_ood_features, load_ood
 from dermlearn.serving.predictor import Predictor
 
-from serving_fixtures import lesion_paths, make_tiny_model
-
-
-def non_lesions() -> dict[str, Image.Image]:
-    from skimage import data
-
-    rng = np.random.default_rng(0)
-    return {
-        "cat": Image.fromarray(data.chelsea()),
-        "astronaut": Image.fromarray(data.astronaut()),
-        "coffee": Image.fromarray(data.coffee()),
-        "uniform noise": Image.fromarray(rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)),
-        "skin-tone noise": Image.fromarray(np.clip(rng.normal((200, 150, 130), 30, (300, 300, 3)),
-                                                   0, 255).astype(np.uint8)),
-        "flat skin colour": Image.new("RGB", (240, 180), (200, 150, 130)),
-        "white": Image.new("RGB", (200, 200), (255, 255, 255)),
-    }
+from serving_fixtures import lesion_paths, make_tiny_model, non_lesions
 
 
 @pytest.fixture(scope="module")

@@ -180,7 +180,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB, ONNX opset {args.opset}, dynamic "
           f"batch): model {meta['model_id']} {meta['model_version']}, "
           f"{len(json.loads(meta['classes']))} classes, {meta['ensemble_members']} member(s), "
-          f"input {meta['input_size']}, temperature {meta['temperature']}")
+          f"input {meta['input_size']}, temperature {float(meta['temperature']):.3g}")
     return 0
 
 

@@ -120,7 +120,7 @@ function renderResult(result) {
   const risk = result.malignancy_risk;
   $("risk").textContent = pct(risk.probability);
   $("risk-bar").style.width = risk.probability === null ? "0" : (100 * risk.probability).toFixed(1) + "%";
-  $("risk-note").textContent = risk.note ? risk.note : `temperature ${risk.temperature}`;
+  $("risk-note").textContent = risk.note ? risk.note : `temperature ${Number(risk.temperature).toPrecision(3)}`;
   const patient = result.metadata;
   $("patient-used").hidden = !(patient && patient.fused);
   if (patient && patient.fused) {

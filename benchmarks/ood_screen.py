@@ -1,0 +1,89 @@
+"""How a trained model's out-of-distribution screen scores three kinds of input (not a test).
+
+Prints, for the model of a run directory (with ``ood.json``, which training writes):
+
+* seven images that are not skin lesions (three photographs, two noises, two flat frames; the
+  ones ``tests/test_serving_ood.py`` uses): each one's score as a multiple of the threshold;
+* the run's own validation photos (``val_predictions.csv``): how many are flagged (~5% by
+  design, as the threshold is the 95th percentile of held-out training scores);
+* the photos of another dataset folder (e.g. PH2): how many are flagged (a dataset shift).
+
+    .venv/bin/python benchmarks/ood_screen.py runs/ham-default --other ../shared/data/ph2/images
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dermlearn.data.images import read_image
+from dermlearn.serving.ood import load_ood
+from dermlearn.serving.predictor import Predictor
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _scores(predictor: Predictor, detector, images, batch_size: int = 32) -> np.ndarray:
+    """OOD score / threshold for each image (PIL images or paths)."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        chunk = [read_image(x) if isinstance(x, (str, Path)) else x
+                 for x in images[start:start + batch_size]]
+        batch = torch.stack([predictor.transform(im) for im in chunk])
+        out += [r["score"] / r["threshold"] for r in detector.assess(predictor.features_batch(batch))]
+    return np.asarray(out)
+
+
+def _flagged(name: str, ratios: np.ndarray) -> None:
+    n = int((ratios > 1).sum())
+    print(f"{name}: {n} of {len(ratios)} flagged ({100 * n / max(1, len(ratios)):.1f}%); "
+          f"score / threshold median {np.median(ratios):.2f}, range "
+          f"{ratios.min():.2f}-{ratios.max():.2f}")
+
+
+def _validation_paths(run: Path) -> list[Path]:
+    """The images of the run's ``val_predictions.csv``, found in the dataset it was trained on."""
+    from dermlearn.data import load
+    from dermlearn.models.lesion_classifier import read_config
+
+    table = load(read_config(run / "model")["training_data"]["source"]).table
+    wanted = set(pd.read_csv(run / "val_predictions.csv")["image"])
+    return [Path(p) for i, p in zip(table["image_id"], table["path"]) if i in wanted]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="run directory (RUN/model with ood.json)")
+    parser.add_argument("--other", type=Path, help="a folder of photos from another dataset")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+
+    predictor = Predictor.load(args.run)
+    detector = load_ood(predictor.directory)
+    if detector is None:
+        print(f"{predictor.directory}: no usable OOD statistics (ood.json)", file=sys.stderr)
+        return 1
+    print(f"model {predictor.directory}: threshold {detector.threshold:.3f} "
+          f"(percentile {detector.percentile:g} of held-out scores of {detector.n_images} "
+          f"training images)")
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from serving_fixtures import non_lesions
+
+    others = non_lesions()
+    for name, ratio in zip(others, _scores(predictor, detector, list(others.values()))):
+        print(f"  {name:18s} score / threshold {ratio:.2f}{'  flagged' if ratio > 1 else ''}")
+
+    _flagged("its validation photos", _scores(predictor, detector, _validation_paths(args.run)))
+    if args.other:
+        _flagged(f"photos of {args.other}", _scores(predictor, detector,
+                                                     sorted(args.other.glob("*.jpg"))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
