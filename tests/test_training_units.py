@@ -138,3 +138,35 @@ def test_freezing_schedules():
     schedule = [trainable_blocks(r, 9, e) for e in range(8)]
     assert schedule[0] == 0 and schedule[-1] == 6
     assert schedule == sorted(schedule) and len(set(schedule)) == 4
+
+
+def test_deferred_reweighting_weights_the_loss_from_its_epoch():
+    import torch
+
+    from dermlearn.models import create_backbone
+    from dermlearn.models.lesion_classifier import LesionClassifier
+    from dermlearn.training.module import LesionModule
+
+    with pytest.raises(RecipeError, match="class_weights_from_epoch"):
+        get_recipe("default").replace(class_weights_from_epoch=-1)
+    recipe = get_recipe("default").replace(class_weights_from_epoch=2, label_smoothing=0.0)
+    model = LesionClassifier(create_backbone("efficientnet_lite0", weights="none", num_classes=0), 2)
+    module = LesionModule(model, recipe, ["a", "b"], class_weights=np.array([1.0, 9.0]))
+    module.eval()  # no dropout or batch-norm updates: the same logits at every epoch
+    torch.manual_seed(0)
+    images, targets = torch.randn(4, 3, 32, 32), torch.tensor([0, 0, 0, 1])
+    logits = module(images).detach()
+    plain = torch.nn.functional.cross_entropy(logits, targets)
+    weighted = torch.nn.functional.cross_entropy(logits, targets, weight=torch.tensor([1.0, 9.0]))
+
+    class Trainer:  # what training_step reads of Lightning's trainer
+        world_size = 1
+        current_epoch = 0
+
+    module._trainer = trainer = Trainer()
+    module.log = lambda *a, **k: None
+    for epoch, expected in ((0, plain), (1, plain), (2, weighted), (5, weighted)):
+        trainer.current_epoch = epoch
+        loss = module.training_step((images, None, targets), 0)["loss"]
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-5), epoch
+    assert not torch.isclose(plain, weighted)

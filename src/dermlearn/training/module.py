@@ -93,12 +93,19 @@ class LesionModule(L.LightningModule):
         return images.contiguous(memory_format=torch.channels_last) \
             if self.recipe.channels_last else images
 
+    def loss_weight(self) -> torch.Tensor | None:
+        """The class weights (C,) of this epoch's loss: None before ``class_weights_from_epoch``
+        (deferred re-weighting) or without class weights."""
+        epoch = self.current_epoch if self._trainer is not None else 0
+        return self.loss.weight if epoch >= self.recipe.class_weights_from_epoch else None
+
     def training_step(self, batch, batch_idx):
         images, metadata, targets = batch
         logits = self(self._to_device_layout(images), metadata)
         world = self.trainer.world_size if self._trainer is not None else 1
         if world == 1:
-            loss = self.loss(logits.float(), targets)
+            loss = nn.functional.cross_entropy(logits.float(), targets, weight=self.loss_weight(),
+                                               label_smoothing=self.loss.label_smoothing)
             batch_loss = loss.detach()
         else:
             loss, batch_loss = self._distributed_loss(logits.float(), targets, world)
@@ -115,11 +122,11 @@ class LesionModule(L.LightningModule):
         what one process computes with reduction "mean". DDP averages gradients over the W
         processes, so each returns W * sum_(i in its part) l_i / (global sum of weights).
         """
+        weight = self.loss_weight()
         per_image = nn.functional.cross_entropy(
-            logits, targets, weight=self.loss.weight, reduction="none",
+            logits, targets, weight=weight, reduction="none",
             label_smoothing=self.loss.label_smoothing)
-        weights = (self.loss.weight[targets] if self.loss.weight is not None
-                   else torch.ones_like(per_image))
+        weights = weight[targets] if weight is not None else torch.ones_like(per_image)
         local = torch.stack([weights.sum(), per_image.detach().sum()]).double()
         total = self.trainer.strategy.reduce(local.clone(), reduce_op="sum")
         loss = per_image.sum() * (world / total[0].float())

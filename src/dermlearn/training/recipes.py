@@ -71,6 +71,8 @@ class Recipe:
     augment: str = "default"
     class_weights: bool = True
     class_weight_power: float = 0.5       # weights (n / (C n_c)) ** power; 1 = fully balanced
+    class_weights_from_epoch: int = 0     # deferred re-weighting (Cao et al. 2019): the loss is
+                                          # unweighted before this epoch (0-based), weighted after
     sampler: str = "none"
     class_cap: int | None = None          # per-class images per epoch (undersample / oversample)
     # control
@@ -113,6 +115,9 @@ class Recipe:
                               f"{self.devices * self.num_nodes}")
         if not 0 <= self.ema_decay < 1:
             raise RecipeError(f"ema_decay must be in [0, 1) (0: off), not {self.ema_decay}")
+        if self.class_weights_from_epoch < 0:
+            raise RecipeError(f"class_weights_from_epoch must be >= 0, not "
+                              f"{self.class_weights_from_epoch}")
         if self.lr <= 0:
             raise RecipeError(f"lr must be > 0, not {self.lr}")
         try:

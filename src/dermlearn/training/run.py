@@ -240,7 +240,8 @@ def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarra
     best, is_zero = fit(1, recipe.epochs, module, None)
     if recipe.second_round_epochs:
         second = dataclasses.replace(recipe, lr=recipe.lr * recipe.second_round_lr_factor,
-                                     epochs=recipe.second_round_epochs, warmup_epochs=0)
+                                     epochs=recipe.second_round_epochs, warmup_epochs=0,
+                                     class_weights_from_epoch=0)
         module2 = LesionModule(model, second, classes, weights)
         best2, is_zero = fit(2, second.epochs, module2, best)
         best = max([best, best2], key=lambda p: _score(p, recipe.select_metric))
