@@ -96,8 +96,8 @@ class LesionModule(L.LightningModule):
     def loss_weight(self) -> torch.Tensor | None:
         """The class weights (C,) of this epoch's loss: None before ``class_weights_from_epoch``
         (deferred re-weighting) or without class weights."""
-        epoch = self.current_epoch if self._trainer is not None else 0
-        return self.loss.weight if epoch >= self.recipe.class_weights_from_epoch else None
+        weighted = self.current_epoch >= self.recipe.class_weights_from_epoch  # 0 without a trainer
+        return self.loss.weight if weighted else None
 
     def training_step(self, batch, batch_idx):
         images, metadata, targets = batch

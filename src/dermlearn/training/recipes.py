@@ -72,7 +72,7 @@ class Recipe:
     class_weights: bool = True
     class_weight_power: float = 0.5       # weights (n / (C n_c)) ** power; 1 = fully balanced
     class_weights_from_epoch: int = 0     # deferred re-weighting (Cao et al. 2019): the loss is
-                                          # unweighted before this epoch (0-based), weighted after
+                                          # unweighted before this epoch (0-based), weighted from it
     sampler: str = "none"
     class_cap: int | None = None          # per-class images per epoch (undersample / oversample)
     # control
