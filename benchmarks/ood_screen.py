@@ -39,6 +39,9 @@ def _scores(predictor: Predictor, detector, images, batch_size: int = 32) -> np.
 
 
 def _flagged(name: str, ratios: np.ndarray) -> None:
+    if not len(ratios):
+        print(f"{name}: no images")
+        return
     n = int((ratios > 1).sum())
     print(f"{name}: {n} of {len(ratios)} flagged ({100 * n / max(1, len(ratios)):.1f}%); "
           f"score / threshold median {np.median(ratios):.2f}, range "
@@ -58,7 +61,7 @@ def _validation_paths(run: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="run directory (RUN/model with ood.json)")
-    parser.add_argument("--other", type=Path, help="a folder of photos from another dataset")
+    parser.add_argument("--other", type=Path, help="a folder of .jpg photos from another dataset")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
 
