@@ -17,25 +17,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
-from dermlearn.data.images import read_image
-from dermlearn.serving.ood import load_ood
+from dermlearn.data import load
+from dermlearn.evaluation.evaluate import evaluation_rows
+from dermlearn.serving.ood import image_features, load_ood
 from dermlearn.serving.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _scores(predictor: Predictor, detector, images, batch_size: int = 32) -> np.ndarray:
-    """OOD score / threshold for each image (PIL images or paths)."""
-    out = []
-    for start in range(0, len(images), batch_size):
-        chunk = [read_image(x) if isinstance(x, (str, Path)) else x
-                 for x in images[start:start + batch_size]]
-        batch = torch.stack([predictor.transform(im) for im in chunk])
-        out += [r["score"] / r["threshold"] for r in detector.assess(predictor.features_batch(batch))]
-    return np.asarray(out)
 
 
 def _flagged(name: str, ratios: np.ndarray) -> None:
@@ -43,19 +32,9 @@ def _flagged(name: str, ratios: np.ndarray) -> None:
         print(f"{name}: no images")
         return
     n = int((ratios > 1).sum())
-    print(f"{name}: {n} of {len(ratios)} flagged ({100 * n / max(1, len(ratios)):.1f}%); "
+    print(f"{name}: {n} of {len(ratios)} flagged ({100 * n / len(ratios):.1f}%); "
           f"score / threshold median {np.median(ratios):.2f}, range "
           f"{ratios.min():.2f}-{ratios.max():.2f}")
-
-
-def _validation_paths(run: Path) -> list[Path]:
-    """The images of the run's ``val_predictions.csv``, found in the dataset it was trained on."""
-    from dermlearn.data import load
-    from dermlearn.models.lesion_classifier import read_config
-
-    table = load(read_config(run / "model")["training_data"]["source"]).table
-    wanted = set(pd.read_csv(run / "val_predictions.csv")["image"])
-    return [Path(p) for i, p in zip(table["image_id"], table["path"]) if i in wanted]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,14 +56,22 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT / "tests"))
     from serving_fixtures import non_lesions
 
+    def ratios(features: np.ndarray) -> np.ndarray:  # OOD score / threshold per image
+        return detector.score(features) / detector.threshold if len(features) else np.zeros(0)
+
     others = non_lesions()
-    for name, ratio in zip(others, _scores(predictor, detector, list(others.values()))):
+    batch = torch.stack([predictor.transform(im) for im in others.values()])
+    for name, ratio in zip(others, ratios(predictor.features_batch(batch))):
         print(f"  {name:18s} score / threshold {ratio:.2f}{'  flagged' if ratio > 1 else ''}")
 
-    _flagged("its validation photos", _scores(predictor, detector, _validation_paths(args.run)))
+    manifest = load(predictor.config["training_data"]["source"])
+    rows, _, _ = evaluation_rows(predictor.directory, manifest, "val")
+    val = [manifest.image_path(int(i)) for i in rows]
+    _flagged("its validation photos", ratios(image_features(predictor, val, num_workers=2)))
     if args.other:
-        _flagged(f"photos of {args.other}", _scores(predictor, detector,
-                                                     sorted(args.other.glob("*.jpg"))))
+        other = sorted(args.other.glob("*.jpg"))
+        _flagged(f"photos of {args.other}", ratios(image_features(predictor, other,
+                                                                  num_workers=2)))
     return 0
 
 

@@ -51,7 +51,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from dermlearn.serving.predictor import Predictor
 
 __all__ = ["OOD_JSON", "OOD_WEIGHTS", "LayerStats", "OODDetector", "feature_layers",
-           "fit_ood", "fit_ood_features", "load_ood", "ood_features", "unavailable"]
+           "fit_ood", "fit_ood_features", "image_features", "load_ood", "ood_features",
+           "unavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -305,6 +306,27 @@ def fit_ood_features(features: np.ndarray, layout: Sequence[tuple[str, int]] | N
                        feature_digest=feature_digest)
 
 
+def image_features(predictor: "Predictor", paths: Sequence[str | Path], *, batch_size: int = 32,
+                   num_workers: int = 0, progress: bool = False) -> np.ndarray:
+    """The OOD feature vectors (N, D) of image files, decoded and preprocessed as the service
+    does (see :meth:`Predictor.features_batch`); (0, 1) for no paths."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from dermlearn.training.dataset import LesionDataset
+
+    images = LesionDataset([str(p) for p in paths], np.zeros(len(paths), dtype=np.int64),
+                           predictor.transform)
+    loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers)
+    feats = []
+    with tqdm(total=len(paths), unit="img", desc="OOD features", disable=not progress) as bar:
+        for batch, _, _ in loader:
+            feats.append(predictor.features_batch(torch.as_tensor(batch)))
+            bar.update(len(batch))
+    return np.concatenate(feats) if feats else np.zeros((0, 1))
+
+
 def fit_ood(predictor: "Predictor", paths: Sequence[str | Path], labels: Sequence[Any] | None
             = None, *, groups: Sequence[Any] | None = None, percentile: float = 95.0,
             folds: int = 5, min_class_size: int = 10, batch_size: int = 32,
@@ -316,22 +338,10 @@ def fit_ood(predictor: "Predictor", paths: Sequence[str | Path], labels: Sequenc
     ids, optional) keep a lesion's images on one side of the cross-fitting that sets the
     threshold. Images are decoded and preprocessed exactly as the service does.
     """
-    import torch
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
-
     from dermlearn.serving.model_card import feature_digest, model_identity
-    from dermlearn.training.dataset import LesionDataset
 
-    images = LesionDataset([str(p) for p in paths], np.zeros(len(paths), dtype=np.int64),
-                           predictor.transform)
-    loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers)
-    feats = []
-    with tqdm(total=len(paths), unit="img", desc="OOD features", disable=not progress) as bar:
-        for batch, _, _ in loader:
-            feats.append(predictor.features_batch(torch.as_tensor(batch)))
-            bar.update(len(batch))
-    features = np.concatenate(feats) if feats else np.zeros((0, 1))
+    features = image_features(predictor, paths, batch_size=batch_size, num_workers=num_workers,
+                              progress=progress)
     version = digest = None
     if predictor.directory is not None:
         version = model_identity(predictor.directory, predictor.config)[1]
