@@ -170,3 +170,46 @@ def test_deferred_reweighting_weights_the_loss_from_its_epoch():
         loss = module.training_step((images, None, targets), 0)["loss"]
         assert loss.item() == pytest.approx(expected.item(), rel=1e-5), epoch
     assert not torch.isclose(plain, weighted)
+
+
+def test_class_prior_is_the_epochs_label_distribution():
+    targets = [0, 0, 0, 1, 2, 2]
+    np.testing.assert_allclose(EpochSampler(targets).class_prior(4), [0.5, 1 / 6, 1 / 3, 0])
+    for kw in ({"class_cap": 2}, {"balanced": True}):  # every present class equally often
+        np.testing.assert_allclose(EpochSampler(targets, **kw).class_prior(4), [1 / 3] * 3 + [0])
+
+
+def test_logit_adjusted_loss_shifts_training_logits_by_tau_log_prior():
+    import torch
+
+    from dermlearn.models import create_backbone
+    from dermlearn.models.lesion_classifier import LesionClassifier
+    from dermlearn.training.module import LesionModule
+
+    with pytest.raises(RecipeError, match="logit_adjustment"):
+        get_recipe("default").replace(logit_adjustment=-0.5)
+    recipe = get_recipe("default").replace(logit_adjustment=0.5, class_weights=False,
+                                            label_smoothing=0.0)
+    model = LesionClassifier(create_backbone("efficientnet_lite0", weights="none", num_classes=0), 2)
+    with pytest.raises(ValueError, match="class_prior"):
+        LesionModule(model, recipe, ["a", "b"])
+    prior = np.array([0.9, 0.1])
+    module = LesionModule(model, recipe, ["a", "b"], class_prior=prior)
+    module.eval()
+    torch.manual_seed(0)
+    images, targets = torch.randn(4, 3, 32, 32), torch.tensor([0, 0, 0, 1])
+    logits = module(images).detach()
+    adjusted = logits + 0.5 * torch.log(torch.tensor(prior, dtype=torch.float32))
+    expected = torch.nn.functional.cross_entropy(adjusted, targets)
+
+    class Trainer:  # what training_step reads of Lightning's trainer
+        world_size = 1
+        current_epoch = 0
+
+    module._trainer = Trainer()
+    module.log = lambda *a, **k: None
+    loss = module.training_step((images, None, targets), 0)["loss"]
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert loss.item() != pytest.approx(torch.nn.functional.cross_entropy(logits, targets).item())
+    assert torch.equal(module(images).detach(), logits)  # predictions are not adjusted
+    assert "logit_offset" not in module.state_dict()  # derived from the data, not saved

@@ -89,6 +89,14 @@ class EpochSampler(Sampler):
             return int(self.class_cap * len(np.unique(self.targets)))
         return len(self.targets)
 
+    def class_prior(self, num_classes: int) -> np.ndarray:
+        """Expected fraction of each class (0..num_classes-1) in an epoch's draw, shape (C,):
+        the label frequencies, or uniform over the present classes with a cap or balancing."""
+        counts = np.bincount(self.targets, minlength=num_classes).astype(np.float64)
+        if self.class_cap or self.balanced:
+            counts = (counts > 0).astype(np.float64)
+        return counts / counts.sum()
+
     def steps(self, batch_size: int, processes: int, drop_last: bool) -> int:
         """Batches per epoch in each of ``processes`` processes taking ``batch_size`` from its
         shard: the optimiser steps per epoch, known before the process group is up."""

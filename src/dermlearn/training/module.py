@@ -36,7 +36,10 @@ class LesionModule(L.LightningModule):
     """Trains a :class:`LesionClassifier` with the recipe's loss, freezing and optimiser."""
 
     def __init__(self, model: LesionClassifier, recipe: Recipe, classes: list[str],
-                 class_weights: np.ndarray | None = None):
+                 class_weights: np.ndarray | None = None,
+                 class_prior: np.ndarray | None = None):
+        """``class_weights`` (C,): the loss's class weights or None; ``class_prior`` (C,): the
+        epoch's label distribution, needed when the recipe's ``logit_adjustment`` is on."""
         super().__init__()
         self.model = model
         self.recipe = recipe
@@ -45,6 +48,13 @@ class LesionModule(L.LightningModule):
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None \
             else None
         self.loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=recipe.label_smoothing)
+        offset = None
+        if recipe.logit_adjustment:
+            if class_prior is None:
+                raise ValueError("logit_adjustment needs the class_prior of the training draw")
+            prior = torch.as_tensor(np.asarray(class_prior, dtype=np.float64))
+            offset = (recipe.logit_adjustment * torch.log(prior.clamp_min(1e-12))).float()
+        self.register_buffer("logit_offset", offset, persistent=False)
         self._val_probs: list[torch.Tensor] = []
         self._val_targets: list[torch.Tensor] = []
         self.last_val_metrics: dict = {}
@@ -102,6 +112,8 @@ class LesionModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         images, metadata, targets = batch
         logits = self(self._to_device_layout(images), metadata)
+        if self.logit_offset is not None:  # logit adjustment: a larger margin for rare classes
+            logits = logits + self.logit_offset
         world = self.trainer.world_size if self._trainer is not None else 1
         if world == 1:
             loss = nn.functional.cross_entropy(logits.float(), targets, weight=self.loss_weight(),

@@ -73,6 +73,9 @@ class Recipe:
     class_weight_power: float = 0.5       # weights (n / (C n_c)) ** power; 1 = fully balanced
     class_weights_from_epoch: int = 0     # deferred re-weighting (Cao et al. 2019): the loss is
                                           # unweighted before this epoch (0-based), weighted from it
+    logit_adjustment: float = 0.0         # tau > 0: logit-adjusted loss (Menon et al. 2021), the
+                                          # training logits plus tau * log(class prior of an
+                                          # epoch); predictions stay unadjusted; 0: off
     sampler: str = "none"
     class_cap: int | None = None          # per-class images per epoch (undersample / oversample)
     # control
@@ -118,6 +121,9 @@ class Recipe:
         if self.class_weights_from_epoch < 0:
             raise RecipeError(f"class_weights_from_epoch must be >= 0, not "
                               f"{self.class_weights_from_epoch}")
+        if self.logit_adjustment < 0:
+            raise RecipeError(f"logit_adjustment must be >= 0 (0: off), not "
+                              f"{self.logit_adjustment}")
         if self.lr <= 0:
             raise RecipeError(f"lr must be > 0, not {self.lr}")
         try:

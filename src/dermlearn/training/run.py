@@ -189,7 +189,8 @@ def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarra
                         sampler=EpochSampler(targets[fold.val_rows], shuffle=False), **loader_kw)
     weights = class_weights(targets[fold.train_rows], len(classes), recipe.class_weight_power) \
         if recipe.class_weights else None
-    module = LesionModule(model, recipe, classes, weights)
+    prior = sampler.class_prior(len(classes))
+    module = LesionModule(model, recipe, classes, weights, prior)
     ckpt_dir = out / "checkpoints" / f"fold_{fold.fold}"
     history = out / "history.csv"
 
@@ -242,7 +243,7 @@ def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarra
         second = dataclasses.replace(recipe, lr=recipe.lr * recipe.second_round_lr_factor,
                                      epochs=recipe.second_round_epochs, warmup_epochs=0,
                                      class_weights_from_epoch=0)
-        module2 = LesionModule(model, second, classes, weights)
+        module2 = LesionModule(model, second, classes, weights, prior)
         best2, is_zero = fit(2, second.epochs, module2, best)
         best = max([best, best2], key=lambda p: _score(p, recipe.select_metric))
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
