@@ -47,6 +47,12 @@ def test_finetune_writes_a_complete_run(tiny_data, tmp_path):
     config = json.loads((run / "model" / "config.json").read_text())
     assert config["classes"] == ["nv", "bkl", "mel"] and config["preprocess"]["input_size"] == [3, 64, 64]
     assert config["recipe"]["image_size"] == 64 and config["taxonomy"]["name"] == "dermatology"
+    # The card's training data is what the model learned from: the validation part is not in it.
+    val = pd.read_csv(run / "val_predictions.csv")
+    n_all = len(pd.read_csv(tiny_data / "manifest.csv"))
+    assert config["training_data"]["n_validation"] == len(val)
+    assert config["training_data"]["n_images"] == n_all - len(val)
+    assert sum(config["training_data"]["classes"].values()) == n_all - len(val)
     history = pd.read_csv(run / "history.csv")
     assert list(history["epoch"]) == [0] and history["images_per_s"].iloc[0] > 0
     # Predicting the validation images again reproduces the saved validation probabilities.
@@ -152,6 +158,8 @@ def test_folds_make_an_ensemble(tiny_data, tmp_path):
     assert len(val) == len(pd.read_csv(tiny_data / "manifest.csv"))  # every image out-of-fold once
     config = json.loads((run / "model" / "config.json").read_text())
     assert config["ensemble"] == ["members/0", "members/1"]
+    assert config["training_data"]["n_images"] == len(val)  # every image trains some member
+    assert config["training_data"]["validation"] == "out-of-fold"
     assert len(Predictor.load(run).members) == 2
 
 

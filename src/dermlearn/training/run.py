@@ -112,8 +112,11 @@ def _folds(table: pd.DataFrame, recipe: Recipe) -> list[FoldData]:
             for k in chosen]
 
 
-def _model_config(recipe: Recipe, manifest: Manifest, classes: list[str], cfg: PreprocessConfig,
-                  backbone: torch.nn.Module, encoder: MetadataEncoder | None) -> dict[str, Any]:
+def _model_config(recipe: Recipe, manifest: Manifest, fold: FoldData, classes: list[str],
+                  cfg: PreprocessConfig, backbone: torch.nn.Module,
+                  encoder: MetadataEncoder | None) -> dict[str, Any]:
+    """The model's config.json; ``training_data`` counts the images this fold's model learned
+    from (its validation part and any test part excluded)."""
     return {
         "dermlearn_version": __version__,
         "backbone": recipe.backbone,
@@ -125,10 +128,17 @@ def _model_config(recipe: Recipe, manifest: Manifest, classes: list[str], cfg: P
         "metadata": encoder.to_dict() if encoder else None,
         "temperature": 1.0,
         "recipe": recipe.to_dict(),
-        "training_data": {"source": manifest.source, "format": manifest.format,
-                          "n_images": len(manifest), "n_lesions": manifest.n_lesions,
-                          "classes": manifest.class_counts()},
+        "training_data": _training_data(manifest, fold.train_rows, fold.val_rows),
     }
+
+
+def _training_data(manifest: Manifest, train_rows: np.ndarray,
+                   val_rows: np.ndarray) -> dict[str, Any]:
+    """The model card's summary of the images a model learned from and those held out."""
+    train = manifest.subset(train_rows)
+    return {"source": manifest.source, "format": manifest.format, "n_images": len(train),
+            "n_lesions": train.n_lesions, "classes": train.class_counts(),
+            "n_validation": len(val_rows)}
 
 
 def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarray,
@@ -254,7 +264,7 @@ def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarra
         val_ds, batch_size=recipe.batch_size * 2, num_workers=workers, pin_memory=device == "cuda",
         sampler=EpochSampler(targets[fold.val_rows], shuffle=False, num_replicas=1))
     probs = predict_loader(module.model.eval(), final_dl, recipe.channels_last)
-    config = _model_config(recipe, manifest, classes, cfg, backbone, encoder)
+    config = _model_config(recipe, manifest, fold, classes, cfg, backbone, encoder)
     return module.model.eval().to(memory_format=torch.contiguous_format), config, probs
 
 
@@ -297,7 +307,7 @@ def _train_fold_features(manifest: Manifest, fold: FoldData, targets: np.ndarray
         logits = head(torch.from_numpy(features[fold.val_rows]).float())
         probs = torch.softmax(logits, dim=1).numpy().astype(np.float64)
     model = head_to_classifier(backbone, head, len(classes))
-    config = _model_config(recipe, manifest, classes, cfg, backbone, None)
+    config = _model_config(recipe, manifest, fold, classes, cfg, backbone, None)
     config["head"] = head_config(head)
     return model.eval(), config, probs
 
@@ -437,7 +447,7 @@ def train(data: str | Path | None = None, out: str | Path = "runs/run", *,
     if len(folds) > 1:
         metrics["folds"] = {k: _headline(m) for k, m in per_fold.items()}
         metrics["cv"] = _summarise_folds(per_fold)
-        _write_ensemble(out / "model", folds)
+        _write_ensemble(out / "model", folds, manifest)
     metrics["calibration"] = _calibrate(out / "model", predictions, classes, manifest)
     metrics["ood"] = _fit_ood(out / "model", manifest, folds[0].train_rows, recipe, progress)
     update_config(out / "model", validation=_headline(metrics))
@@ -504,11 +514,17 @@ def _headline(metrics: dict) -> dict:
     return out
 
 
-def _write_ensemble(model_dir: Path, folds: list[FoldData]) -> None:
-    """``model/config.json`` describing an average over ``members/K`` (no weights of its own)."""
+def _write_ensemble(model_dir: Path, folds: list[FoldData], manifest: Manifest) -> None:
+    """``model/config.json`` describing an average over ``members/K`` (no weights of its own);
+    its training data is every image some member learned from, each validation image being
+    held out by one member (out-of-fold)."""
     first = read_config(model_dir / "members" / folds[0].fold)
     config = {k: v for k, v in first.items() if k not in ("fold", "validation")}
     config["ensemble"] = [f"members/{f.fold}" for f in folds]
+    config["training_data"] = _training_data(
+        manifest, np.unique(np.concatenate([f.train_rows for f in folds])),
+        np.unique(np.concatenate([f.val_rows for f in folds])))
+    config["training_data"]["validation"] = "out-of-fold"
     (model_dir / "config.json").write_text(json.dumps(config, indent=2, default=_jsonable))
 
 

@@ -86,8 +86,12 @@ function renderCard(card) {
     const t = card.training_data;
     const parts = [];
     if (t.source) parts.push(`${t.source}`);
-    if (t.n_images) parts.push(`${t.n_images} images`);
+    if (t.n_images) parts.push(`${t.n_images} training images`);
     if (t.n_lesions) parts.push(`${t.n_lesions} lesions`);
+    if (t.n_validation) {
+      const oof = t.validation === "out-of-fold" ? " (each by one member of the ensemble)" : "";
+      parts.push(`${t.n_validation} held out for validation${oof}`);
+    }
     const box = $("training");
     box.replaceChildren(el("p", {}, parts.join(", ")));
     if (t.classes) box.appendChild(metricTable(t.classes));
