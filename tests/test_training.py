@@ -189,7 +189,10 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "dermlearn.cli", *args]
 
 
-@pytest.mark.parametrize("extra", [["--set", "ema_decay=0"], []], ids=["plain", "ema"])
+@pytest.mark.parametrize("extra", [
+    ["--set", "ema_decay=0", "--set", "mixup_alpha=0.4", "--set", "cutmix_alpha=1.0",
+     "--set", "class_weights=false", "--set", "logit_adjustment=1.0"],
+    []], ids=["no-ema-mixed-logit-adjusted", "default"])
 def test_resume_after_kill_matches_uninterrupted_run(tiny_data, tmp_path, extra):
     args = ["--epochs", "4", "--image-size", "64", "--batch-size", "8", "--num-workers", "0",
             "--quiet", "--seed", "7", *extra]

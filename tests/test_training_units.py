@@ -213,3 +213,35 @@ def test_logit_adjusted_loss_shifts_training_logits_by_tau_log_prior():
     assert loss.item() != pytest.approx(torch.nn.functional.cross_entropy(logits, targets).item())
     assert torch.equal(module(images).detach(), logits)  # predictions are not adjusted
     assert "logit_offset" not in module.state_dict()  # derived from the data, not saved
+
+
+def test_soft_target_loss_is_weighted_cross_entropy_and_mixup_mixes():
+    import torch
+
+    from dermlearn.models import create_backbone
+    from dermlearn.models.lesion_classifier import LesionClassifier
+    from dermlearn.training.module import LesionModule
+
+    for bad in ({"mixup_alpha": -1.0}, {"mixup_prob": 1.5}, {"cutmix_alpha": 1.0, "metadata": True}):
+        with pytest.raises(RecipeError, match="mixup"):
+            get_recipe("default").replace(**bad)
+    weight = np.array([1.0, 9.0])
+    model = LesionClassifier(create_backbone("efficientnet_lite0", weights="none", num_classes=0), 2)
+    plain = LesionModule(model, get_recipe("default"), ["a", "b"], class_weights=weight)
+    torch.manual_seed(0)
+    logits, targets = torch.randn(4, 2), torch.tensor([0, 1, 0, 0])
+    one_hot = torch.nn.functional.one_hot(targets, 2).float()
+    loss, _ = plain._soft_loss(logits, one_hot, world=1)
+    expected = torch.nn.functional.cross_entropy(logits, targets, weight=torch.tensor(weight).float())
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+    recipe = get_recipe("default").replace(mixup_alpha=0.4, cutmix_alpha=1.0, label_smoothing=0.0)
+    module = LesionModule(model, recipe, ["a", "b"], class_weights=weight)
+    images = torch.randn(4, 3, 32, 32)
+    np.random.seed(0)
+    mixed, soft = module.mixup(images.clone(), targets)
+    assert soft.shape == (4, 2) and torch.allclose(soft.sum(dim=1), torch.ones(4))
+    assert not torch.equal(mixed, images) and not torch.equal(soft, one_hot)
+    np.random.seed(0)  # the draw is a function of numpy's seed (set per epoch by the module)
+    again, soft_again = module.mixup(images.clone(), targets)
+    assert torch.equal(again, mixed) and torch.equal(soft_again, soft)

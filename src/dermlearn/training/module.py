@@ -32,6 +32,18 @@ def trainable_blocks(recipe: Recipe, n_blocks: int, epoch: int) -> int:
     return 0  # features: frozen backbone
 
 
+def _mixup(recipe: Recipe, num_classes: int):
+    """timm's batch Mixup/CutMix for the recipe (it also applies the label smoothing), or
+    None when both alphas are 0."""
+    if not (recipe.mixup_alpha or recipe.cutmix_alpha):
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=recipe.mixup_alpha, cutmix_alpha=recipe.cutmix_alpha,
+                 prob=recipe.mixup_prob, label_smoothing=recipe.label_smoothing,
+                 num_classes=num_classes)
+
+
 class LesionModule(L.LightningModule):
     """Trains a :class:`LesionClassifier` with the recipe's loss, freezing and optimiser."""
 
@@ -55,6 +67,7 @@ class LesionModule(L.LightningModule):
             prior = torch.as_tensor(np.asarray(class_prior, dtype=np.float64))
             offset = (recipe.logit_adjustment * torch.log(prior.clamp_min(1e-12))).float()
         self.register_buffer("logit_offset", offset, persistent=False)
+        self.mixup = _mixup(recipe, len(classes))
         self._val_probs: list[torch.Tensor] = []
         self._val_targets: list[torch.Tensor] = []
         self.last_val_metrics: dict = {}
@@ -94,6 +107,7 @@ class LesionModule(L.LightningModule):
         self._set_frozen_eval()
         # Dropout and any other in-step randomness: a pure function of (seed, epoch).
         torch.manual_seed(self.recipe.seed * 100_003 + self.current_epoch)
+        np.random.seed((self.recipe.seed * 100_003 + self.current_epoch) % 2**32)  # timm's Mixup
 
     # -- steps ---------------------------------------------------------------------------
     def forward(self, images: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
@@ -111,11 +125,16 @@ class LesionModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         images, metadata, targets = batch
+        mixed = None
+        if self.mixup is not None and len(targets) % 2 == 0:  # (N, C) soft targets
+            images, mixed = self.mixup(images, targets)
         logits = self(self._to_device_layout(images), metadata)
         if self.logit_offset is not None:  # logit adjustment: a larger margin for rare classes
             logits = logits + self.logit_offset
         world = self.trainer.world_size if self._trainer is not None else 1
-        if world == 1:
+        if mixed is not None:
+            loss, batch_loss = self._soft_loss(logits.float(), mixed, world)
+        elif world == 1:
             loss = nn.functional.cross_entropy(logits.float(), targets, weight=self.loss_weight(),
                                                label_smoothing=self.loss.label_smoothing)
             batch_loss = loss.detach()
@@ -139,6 +158,24 @@ class LesionModule(L.LightningModule):
             logits, targets, weight=weight, reduction="none",
             label_smoothing=self.loss.label_smoothing)
         weights = weight[targets] if weight is not None else torch.ones_like(per_image)
+        return self._reduce(per_image, weights, world)
+
+    def _soft_loss(self, logits: torch.Tensor, soft: torch.Tensor,
+                   world: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss term, batch loss) for soft targets (N, C) (mixup/CutMix, label smoothing
+        included): l_i = -sum_c w_c t_ic log p_ic over sum_i sum_c w_c t_ic, which for one-hot
+        targets is the class-weighted cross-entropy."""
+        weight = self.loss_weight()
+        weighted = soft * weight if weight is not None else soft
+        per_image = -(weighted * torch.log_softmax(logits, dim=1)).sum(dim=1)
+        return self._reduce(per_image, weighted.sum(dim=1), world)
+
+    def _reduce(self, per_image: torch.Tensor, weights: torch.Tensor,
+                world: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """sum l_i / sum w_i over the global batch, and this process's share of it."""
+        if world == 1:
+            loss = per_image.sum() / weights.sum()
+            return loss, loss.detach()
         local = torch.stack([weights.sum(), per_image.detach().sum()]).double()
         total = self.trainer.strategy.reduce(local.clone(), reduce_op="sum")
         loss = per_image.sum() * (world / total[0].float())

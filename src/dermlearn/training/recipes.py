@@ -69,6 +69,10 @@ class Recipe:
                                           # 0: off
     # imbalance and augmentation
     augment: str = "default"
+    mixup_alpha: float = 0.0              # > 0: mixup (Zhang et al. 2018) with Beta(a, a) weights
+    cutmix_alpha: float = 0.0             # > 0: CutMix (Yun et al. 2019); both: one or the other
+                                          # per batch (timm's Mixup); 0 and 0: off
+    mixup_prob: float = 1.0               # share of batches mixed
     class_weights: bool = True
     class_weight_power: float = 0.5       # weights (n / (C n_c)) ** power; 1 = fully balanced
     class_weights_from_epoch: int = 0     # deferred re-weighting (Cao et al. 2019): the loss is
@@ -121,6 +125,13 @@ class Recipe:
         if self.class_weights_from_epoch < 0:
             raise RecipeError(f"class_weights_from_epoch must be >= 0, not "
                               f"{self.class_weights_from_epoch}")
+        if self.mixup_alpha < 0 or self.cutmix_alpha < 0 or not 0 <= self.mixup_prob <= 1:
+            raise RecipeError(f"mixup_alpha and cutmix_alpha must be >= 0 and mixup_prob in "
+                              f"[0, 1], not {self.mixup_alpha}, {self.cutmix_alpha}, "
+                              f"{self.mixup_prob}")
+        if (self.mixup_alpha or self.cutmix_alpha) and self.metadata:
+            raise RecipeError("mixup/CutMix mixes images but not their metadata: use them "
+                              "without metadata=true")
         if self.logit_adjustment < 0:
             raise RecipeError(f"logit_adjustment must be >= 0 (0: off), not "
                               f"{self.logit_adjustment}")
