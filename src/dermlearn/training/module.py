@@ -107,7 +107,8 @@ class LesionModule(L.LightningModule):
         self._set_frozen_eval()
         # Dropout and any other in-step randomness: a pure function of (seed, epoch).
         torch.manual_seed(self.recipe.seed * 100_003 + self.current_epoch)
-        np.random.seed((self.recipe.seed * 100_003 + self.current_epoch) % 2**32)  # timm's Mixup
+        if self.mixup is not None:  # timm's Mixup draws from numpy's global generator
+            np.random.seed((self.recipe.seed * 100_003 + self.current_epoch) % 2**32)
 
     # -- steps ---------------------------------------------------------------------------
     def forward(self, images: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
