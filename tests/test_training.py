@@ -109,6 +109,25 @@ def test_modes(tiny_data, tmp_path, mode, extra):
                                    atol=1e-5)
 
 
+def test_non_square_whole_frame_input(tiny_data, tmp_path):
+    """``image_size`` [H, W] with ``crop_pct`` 1: the model sees the whole frame, and every path
+    that replays its preprocessing (predict on either backend) scores the same."""
+    run = tmp_path / "wide"
+    train(tiny_data, run, overrides={**TINY, "image_size": "48x64", "crop_pct": 1.0},
+          progress=False)
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["preprocess"]["input_size"] == [3, 48, 64]
+    assert config["preprocess"]["crop_pct"] == 1.0 and config["recipe"]["image_size"] == [48, 64]
+    val = pd.read_csv(run / "val_predictions.csv")
+    classes = config["classes"]
+    expected = apply_temperature(val[classes].to_numpy(), config.get("temperature", 1.0))
+    paths = [str(p) for p in _paths(tiny_data, val["image"])]
+    for backend in ("torch", "onnx"):
+        again = predict(run / "model", paths, backend=backend)
+        np.testing.assert_allclose(again[classes].to_numpy(), expected,
+                                   atol=1e-4 if backend == "onnx" else 1e-5)
+
+
 def test_features_mode(tiny_data, tmp_path):
     cache = tmp_path / "cache"
     metrics = train(tiny_data, tmp_path / "feat", overrides={**TINY, "mode": "features"},

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dermlearn.training.augment import RotateInscribedCrop, inscribed_rectangle
+from dermlearn.models.preprocessing import PreprocessConfig
+from dermlearn.training.augment import (RandomRightAngle, RotateInscribedCrop, inscribed_rectangle,
+                                        train_transform)
 from dermlearn.training.callbacks import EMA_START_WEIGHT, ema_schedule
 from dermlearn.training.dataset import EpochSampler, class_weights
 from dermlearn.training.module import trainable_blocks
@@ -73,6 +75,43 @@ def test_recipe_overrides_and_files(tmp_path):
     (tmp_path / "bad.yaml").write_text("epochs: [\n")
     with pytest.raises(RecipeError, match="not valid YAML"):
         load_recipe(tmp_path / "bad.yaml")
+
+
+def test_image_size_is_a_side_or_height_by_width():
+    assert get_recipe("default", image_size="150x200").image_size == [150, 200]
+    assert get_recipe("default", image_size=[150, 200]).image_size == [150, 200]
+    assert get_recipe("default", image_size="176").image_size == 176
+    assert get_recipe("default", image_size=[176, 176]).image_size == 176
+    assert get_recipe("default", image_size=None).image_size is None
+    for bad in ("big", 8, [150, 200, 3], 150.5, "150x", True, []):
+        with pytest.raises(RecipeError, match="image_size must be"):
+            get_recipe("default", image_size=bad)
+    assert get_recipe("default", crop_pct=1.0).crop_pct == 1.0
+    with pytest.raises(RecipeError, match="crop_pct must be in"):
+        get_recipe("default", crop_pct=1.5)
+
+
+@pytest.mark.parametrize("source", [(200, 150), (150, 200), (640, 480)])
+def test_non_square_training_crops_keep_the_inputs_shape_and_orientation(source):
+    import random
+
+    import torch
+
+    cfg = PreprocessConfig(input_size=(3, 48, 64), crop_pct=1.0)
+    transform = train_transform("default", cfg)
+    img = Image.new("RGB", source, (120, 80, 60))
+    for seed in range(12):
+        random.seed(seed)
+        torch.manual_seed(seed)
+        assert transform(img).shape == (3, 48, 64)
+    for seed in range(12):  # only 0 or 180 degrees: a landscape photo stays landscape
+        random.seed(seed)
+        assert RandomRightAngle(keep_orientation=True)(img).size == source
+    turned = set()
+    for seed in range(12):
+        random.seed(seed)
+        turned.add(RandomRightAngle()(img).size)
+    assert turned == {source, source[::-1]}
 
 
 @pytest.mark.parametrize("w, h, deg", [(200, 150, 0), (200, 150, 30), (150, 200, 45),

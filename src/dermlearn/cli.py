@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--folds", type=int, help="train K lesion-grouped folds (an ensemble)")
     train.add_argument("--val-fraction", type=float, help="lesion-grouped validation share")
     train.add_argument("--seed", type=int)
-    train.add_argument("--image-size", type=int)
+    train.add_argument("--image-size", help="input size in px: N (square) or HxW, e.g. 150x200")
     train.add_argument("--max-class-size", type=int,
                        help="training classes by Esteva's partitioning algorithm")
     train.add_argument("--num-workers", type=int)

@@ -53,14 +53,18 @@ class RotateInscribedCrop:
 
 
 class RandomRightAngle:
-    """Rotate by 0, 90, 180 or 270 degrees (uniformly)."""
+    """Rotate by 0, 90, 180 or 270 degrees (uniformly); with ``keep_orientation``, by 0 or 180
+    only, so a landscape image stays landscape (for non-square inputs)."""
+
+    def __init__(self, keep_orientation: bool = False):
+        self.keep_orientation = keep_orientation
 
     def __call__(self, img: Image.Image) -> Image.Image:
-        k = random.randrange(4)
+        k = 2 * random.randrange(2) if self.keep_orientation else random.randrange(4)
         return img.rotate(90 * k, expand=True) if k else img
 
     def __repr__(self) -> str:
-        return "RandomRightAngle()"
+        return f"RandomRightAngle(keep_orientation={self.keep_orientation})"
 
 
 def _normalise(cfg: PreprocessConfig) -> list:
@@ -83,10 +87,13 @@ def train_transform(kind: str, cfg: PreprocessConfig) -> T.Compose:
                  T.RandomAffine(degrees=45, translate=(0.1, 0.1), shear=10,
                                 interpolation=T.InterpolationMode.BILINEAR)]
     elif kind == "default":
-        # Dermoscopy has no "up": the 8 right-angle rotations/flips lose no pixels; a mild
-        # scale change keeps training crops close to the evaluation crop; mild colour jitter.
-        steps = [RandomRightAngle(),
-                 T.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.8, 1.25),
+        # Dermoscopy has no "up": the 8 right-angle rotations/flips lose no pixels (4 of them
+        # for a non-square input, which keep its orientation); a mild scale change keeps
+        # training crops close to the evaluation crop, whose aspect (W / H) they share within
+        # 0.8-1.25x; mild colour jitter.
+        aspect = size[1] / size[0]
+        steps = [RandomRightAngle(keep_orientation=size[0] != size[1]),
+                 T.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.8 * aspect, 1.25 * aspect),
                                      interpolation=interpolation),
                  T.RandomHorizontalFlip(),
                  T.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.1, hue=0.02)]

@@ -38,7 +38,10 @@ class Recipe:
     # model
     backbone: str = "efficientnet_lite0"
     weights: str = "default"
-    image_size: int | None = 176          # None: the backbone's pretrained input size
+    image_size: int | list[int] | None = 176  # px: N (square), [H, W], or None: the backbone's
+    crop_pct: float | None = None         # evaluation centre crop (shorter side resized to
+                                          # size / crop_pct); 1: the whole frame; None: the
+                                          # backbone's (0.875 for EfficientNet-Lite0)
     mode: str = "finetune"                # features | finetune | full | progressive
     unfreeze: int = 6                     # finetune: top N blocks trainable (see models.blocks)
     progressive_stages: int = 3           # progressive: head, then this many unfreezing steps
@@ -137,6 +140,10 @@ class Recipe:
                               f"{self.logit_adjustment}")
         if self.lr <= 0:
             raise RecipeError(f"lr must be > 0, not {self.lr}")
+        self.image_size = _image_size(self.image_size)
+        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
+            raise RecipeError(f"crop_pct must be in (0, 1] (None: the backbone's), not "
+                              f"{self.crop_pct}")
         try:
             first_views(self.tta)
         except DermlearnError as exc:
@@ -147,6 +154,23 @@ class Recipe:
 
     def replace(self, **overrides: Any) -> "Recipe":
         return _apply(self, overrides)
+
+
+def _image_size(value: Any) -> int | list[int] | None:
+    """``image_size`` checked: None, a side N (square) or [H, W] (also "HxW"), each >= 16 px."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.lower().split("x")
+    sides = list(value) if isinstance(value, (list, tuple)) else [value]
+    try:
+        ints = [int(v) for v in sides if not isinstance(v, bool) and float(v) == int(v)]
+    except (TypeError, ValueError):
+        ints = []
+    if len(ints) != len(sides) or len(ints) not in (1, 2) or min(ints) < 16:
+        raise RecipeError(f"image_size must be a side in px (>= 16), [H, W] or 'HxW', not "
+                          f"{value!r}")
+    return ints[0] if len(set(ints)) == 1 else ints
 
 
 def _apply(recipe: Recipe, overrides: Mapping[str, Any]) -> Recipe:

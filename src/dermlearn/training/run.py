@@ -60,7 +60,11 @@ class FoldData:
 def _preprocess_config(backbone: torch.nn.Module, recipe: Recipe) -> PreprocessConfig:
     cfg = PreprocessConfig.from_model(backbone)
     if recipe.image_size:
-        cfg = dataclasses.replace(cfg, input_size=(3, recipe.image_size, recipe.image_size))
+        h, w = (recipe.image_size, recipe.image_size) if isinstance(recipe.image_size, int) \
+            else recipe.image_size
+        cfg = dataclasses.replace(cfg, input_size=(3, h, w))
+    if recipe.crop_pct is not None:
+        cfg = dataclasses.replace(cfg, crop_pct=recipe.crop_pct)
     return cfg
 
 
