@@ -75,6 +75,17 @@ def test_recipe_overrides_and_files(tmp_path):
     (tmp_path / "bad.yaml").write_text("epochs: [\n")
     with pytest.raises(RecipeError, match="not valid YAML"):
         load_recipe(tmp_path / "bad.yaml")
+    # YAML 1.1 reads 5e-4 as text: such numbers are taken; values of the wrong type are named
+    (tmp_path / "e.yaml").write_text("lr: 5e-4\nclass_cap: 450\nprecision: 32\n")
+    r = load_recipe(tmp_path / "e.yaml")
+    assert (r.lr, r.class_cap, r.precision) == (5e-4, 450, "32")
+    for name, bad, wanted in [("lr", "big", "a number"), ("epochs", 2.5, "an integer"),
+                              ("class_cap", "many", "an integer or null"),
+                              ("metadata", "yes please", "true/false"),
+                              ("crop_pct", "big", "a number or null"),
+                              ("epochs", True, "an integer")]:
+        with pytest.raises(RecipeError, match=f"recipe field {name} must be {wanted}, not"):
+            get_recipe("default", **{name: bad})
 
 
 def test_image_size_is_a_side_or_height_by_width():

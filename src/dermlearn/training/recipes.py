@@ -106,6 +106,8 @@ class Recipe:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, _typed(f.name, f.type, getattr(self, f.name)))
         checks = [("mode", MODES), ("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS),
                   ("augment", AUGMENTATIONS), ("sampler", SAMPLERS), ("head", HEADS),
                   ("strategy", STRATEGIES)]
@@ -154,6 +156,29 @@ class Recipe:
 
     def replace(self, **overrides: Any) -> "Recipe":
         return _apply(self, overrides)
+
+
+def _typed(name: str, annotation: str, value: Any) -> Any:
+    """``value`` as the field's annotated type ("float", "int | None", ...); numbers written as
+    text ("5e-4", which YAML 1.1 reads as a string) become numbers; anything else a RecipeError."""
+    kinds = [part.strip() for part in annotation.split("|")]
+    if value is None and "None" in kinds or "dict" in kinds or "list[int]" in kinds:
+        return value  # dicts are free-form; image_size has its own parser (_image_size)
+    if "bool" in kinds and isinstance(value, bool):
+        return value
+    if not isinstance(value, bool):
+        if "int" in kinds and isinstance(value, int):
+            return value
+        if "float" in kinds:
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                pass
+        if "str" in kinds and isinstance(value, (str, int, float)):
+            return str(value)
+    wanted = " or ".join({"float": "a number", "int": "an integer", "bool": "true/false",
+                          "str": "a string", "None": "null"}.get(k, k) for k in kinds)
+    raise RecipeError(f"recipe field {name} must be {wanted}, not {value!r}")
 
 
 def _image_size(value: Any) -> int | list[int] | None:
