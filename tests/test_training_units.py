@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from dermlearn.models.preprocessing import PreprocessConfig
-from dermlearn.training.augment import (RandomRightAngle, RotateInscribedCrop, inscribed_rectangle,
-                                        train_transform)
+from dermlearn.training.augment import (CoverCrop, RandomRightAngle, RotateInscribedCrop,
+                                        inscribed_rectangle, train_transform)
 from dermlearn.training.callbacks import EMA_START_WEIGHT, ema_schedule
 from dermlearn.training.dataset import EpochSampler, class_weights
 from dermlearn.training.module import trainable_blocks
@@ -123,6 +123,38 @@ def test_non_square_training_crops_keep_the_inputs_shape_and_orientation(source)
         random.seed(seed)
         turned.add(RandomRightAngle()(img).size)
     assert turned == {source, source[::-1]}
+
+
+@pytest.mark.parametrize("size", [(64, 64), (48, 64), (64, 48)])
+def test_paper_augmentations_keep_a_round_lesion_round(size):
+    """Esteva's and Benedetti's crops keep the aspect ratio, as evaluation does: a round
+    lesion in a 200x150 photo stays round instead of being squashed into the input shape."""
+    import random
+
+    import torch
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (200, 150), (255, 255, 255))
+    ImageDraw.Draw(img).ellipse((70, 45, 130, 105), fill=(0, 0, 0))  # a disc 60 px across
+
+    def extent(out: np.ndarray) -> tuple[int, int]:
+        rows, cols = np.nonzero(out < 128)
+        return rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+
+    out = np.asarray(CoverCrop(size)(img).convert("L"))
+    assert out.shape == size
+    height, width = extent(out)
+    assert abs(height - width) <= 1
+    cfg = PreprocessConfig(input_size=(3, *size), mean=(0.0,) * 3, std=(1.0,) * 3)
+    for kind in ("esteva", "benedetti"):
+        for seed in range(5):
+            random.seed(seed)
+            torch.manual_seed(seed)
+            tensor = train_transform(kind, cfg)(img)
+            assert tensor.shape == (3, *size)
+            if kind == "esteva":  # rotation and flip leave a disc round
+                height, width = extent(tensor.mean(0).numpy() * 255)
+                assert abs(height - width) <= 2, (kind, seed, height, width)
 
 
 @pytest.mark.parametrize("w, h, deg", [(200, 150, 0), (200, 150, 30), (150, 200, 45),

@@ -1,6 +1,6 @@
 """Image transforms for training: each recipe's augmentation, then the backbone's normalisation.
 
-All transforms take a PIL RGB image and return a float tensor (3, S, S). Randomness comes from
+All transforms take a PIL RGB image and return a float tensor (3, H, W). Randomness comes from
 Python's ``random`` and torch's global RNG, which :class:`~dermlearn.training.dataset.
 LesionDataset` seeds per sample, so augmentations are reproducible and resumable.
 """
@@ -11,6 +11,7 @@ import random
 
 from PIL import Image
 from torchvision import transforms as T
+from torchvision.transforms import functional as F
 
 from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
 
@@ -67,6 +68,23 @@ class RandomRightAngle:
         return f"RandomRightAngle(keep_orientation={self.keep_orientation})"
 
 
+class CoverCrop:
+    """Scale (keeping the aspect ratio) until the image covers ``size`` = (H, W), then take the
+    centre H x W: the evaluation crop's framing, so training never squashes a lesion that
+    evaluation sees undistorted."""
+
+    def __init__(self, size: tuple[int, int], interpolation=T.InterpolationMode.BICUBIC):
+        self.size, self.interpolation = tuple(size), interpolation
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        (h, w), scale = self.size, max(self.size[0] / img.height, self.size[1] / img.width)
+        covering = [max(h, round(img.height * scale)), max(w, round(img.width * scale))]
+        return F.center_crop(F.resize(img, covering, interpolation=self.interpolation), [h, w])
+
+    def __repr__(self) -> str:
+        return f"CoverCrop(size={self.size})"
+
+
 def _normalise(cfg: PreprocessConfig) -> list:
     return [T.ToTensor(), T.Normalize(cfg.mean, cfg.std)]
 
@@ -78,11 +96,13 @@ def train_transform(kind: str, cfg: PreprocessConfig) -> T.Compose:
     interpolation = _INTERPOLATION.get(cfg.interpolation, T.InterpolationMode.BICUBIC)
     if kind == "none":
         return eval_transform(cfg)
+    # The papers resized to a square without keeping the aspect ratio, at training and test
+    # time alike; evaluation here keeps it (the backbone's centre crop), so these recipes'
+    # training crops keep it too (CoverCrop).
     if kind == "esteva":  # rotation 0-359 + largest inscribed rectangle, vertical flip p=0.5
-        steps = [RotateInscribedCrop(), T.Resize(size, interpolation=interpolation),
-                 T.RandomVerticalFlip(0.5)]
+        steps = [RotateInscribedCrop(), CoverCrop(size, interpolation), T.RandomVerticalFlip(0.5)]
     elif kind == "benedetti":  # flips, translations, rotations, shear
-        steps = [T.Resize(size, interpolation=interpolation),
+        steps = [CoverCrop(size, interpolation),
                  T.RandomHorizontalFlip(), T.RandomVerticalFlip(),
                  T.RandomAffine(degrees=45, translate=(0.1, 0.1), shear=10,
                                 interpolation=T.InterpolationMode.BILINEAR)]
