@@ -238,6 +238,27 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
             load_state_dict_file(junk)
 
 
+def test_unreadable_checkpoints_are_weights_errors(tmp_path):
+    import zipfile
+
+    short = tmp_path / "short.pth"  # read as a legacy checkpoint: KeyError deep in torch.load
+    short.write_bytes(b"junk\n")
+    archive = tmp_path / "archive.pth"  # a zip, but not torch.save's layout
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("hello.txt", "hi")
+    noise = tmp_path / "noise.pt"  # pickle-like bytes the weights-only unpickler cannot parse
+    noise.write_bytes(b"\x80\x02\xb8" + bytes(range(256)) * 4)
+    for path in (short, archive, noise):
+        with pytest.raises(WeightsError, match=rf"{path.name}: not a readable PyTorch checkpoint"):
+            load_state_dict_file(path)
+        with pytest.raises(WeightsError, match=path.name):
+            create_backbone("test_efficientnet", weights=str(path))
+    bad_header = tmp_path / "bad.safetensors"
+    bad_header.write_bytes((40).to_bytes(8, "little") + b'{"w": {"dtype": "F32"}}' + b" " * 17)
+    with pytest.raises(WeightsError, match=r"bad\.safetensors: not a readable safetensors"):
+        load_state_dict_file(bad_header)
+
+
 def test_load_into_reports_skipped_head_and_names_missing_keys():
     sd = _small_state_dict()
     model = timm.create_model("test_efficientnet", num_classes=0)

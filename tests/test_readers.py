@@ -126,6 +126,46 @@ def test_csv_manifest_with_named_columns(tmp_path, good_jpeg):
         load(f"csv:{csv}", label_col="nope")
 
 
+def test_csv_rows_with_trailing_comma(tmp_path, good_jpeg):
+    # Excel writes a trailing comma on every data row: pandas would make image_id the index.
+    write_images(tmp_path / "pics", [f"x{i}.jpg" for i in range(3)], good_jpeg)
+    csv = tmp_path / "excel.csv"
+    csv.write_text("image_id,label,lesion_id\n"
+                   + "".join(f"x{i},{'mel' if i else 'nv'},L{i},\n" for i in range(3)))
+    m = load(f"csv:{csv}", images=tmp_path / "pics")
+    assert m.image_ids == ["x0", "x1", "x2"] and m.labels == ["nv", "mel", "mel"]
+    assert m.table["lesion_id"].tolist() == ["L0", "L1", "L2"]
+    # A trailing comma on the header too: the empty unnamed column is dropped.
+    csv.write_text("image_id,label,lesion_id,\nx0,nv,L0,\nx1,mel,L1,\n")
+    m = load(f"csv:{csv}", images=tmp_path / "pics")
+    assert m.image_ids == ["x0", "x1"] and not any(c.startswith("Unnamed") for c in m.table)
+    # An extra field that holds a value is data the header does not name: refused.
+    csv.write_text("image_id,label,lesion_id\nx0,nv,L0,\nx1,mel,L1,oops\n")
+    with pytest.raises(DataError, match=r"excel\.csv: line 3 has 4 fields but the header names 3"):
+        load(f"csv:{csv}", images=tmp_path / "pics")
+
+
+def test_non_utf8_csv_names_the_line(tmp_path):
+    # pandas decodes in chunks: its offset is chunk-relative (it said "offset 1" here).
+    rows = ["image_id,label,site"] + [f"ISIC_{i:07d},nv,back" for i in range(80)]
+    data = ("\n".join(rows) + "\nISIC_X,nv,\xe9paule\n").encode("latin-1")
+    csv = tmp_path / "late.csv"
+    csv.write_bytes(data)
+    offset = data.index(b"\xe9")
+    with pytest.raises(DataError, match=rf"late\.csv: not UTF-8 text \(byte 0xe9 at line 82, "
+                                        rf"column 11, byte offset {offset}\)"):
+        load(f"csv:{csv}")
+
+
+def test_isic_ground_truth_without_image_column(tmp_path):
+    gt = tmp_path / "gt.csv"
+    gt.write_text("name,MEL,NV\nISIC_1,1,0\n")
+    with pytest.raises(DataError, match=r"gt\.csv: ISIC ground-truth CSV has no image column "
+                                        r"\(expected one of image, .*\); columns found: "
+                                        r"name, MEL, NV"):
+        load(f"isic:{gt}")
+
+
 def test_flat_taxonomy_accepts_own_labels(tmp_path, good_jpeg):
     write_images(tmp_path / "class_b", ["a.jpg"], good_jpeg)
     write_images(tmp_path / "class_a", ["b.jpg"], good_jpeg)

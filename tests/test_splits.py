@@ -5,11 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import write_images
 from dermlearn.cli import main
 from dermlearn.data import load
 from dermlearn.data.manifest import Manifest
-from dermlearn.errors import DataError, LeakageError
-from dermlearn.splits import TEST, check_no_leakage, make_splits, split_summary
+from dermlearn.errors import DataError, DermlearnError, LeakageError
+from dermlearn.splits import (TEST, SplitError, check_no_leakage, load_splits, make_splits,
+                              save_splits, split_summary)
 from dermlearn.taxonomy import load_taxonomy
 
 
@@ -52,6 +54,58 @@ def test_leakage_check_names_the_lesion():
                       "label": ["nv"] * 3, "fold": ["0", "1", "1"]})
     with pytest.raises(LeakageError, match=r"lesion 'L1' is in parts 0 \(a\), 1 \(b\)"):
         check_no_leakage(s)
+
+
+def test_split_options_out_of_range_are_user_errors():
+    m = synthetic_manifest(n_lesions=30)
+    for kwargs, flag in [({"test_fraction": 1.5}, "--test-fraction"),
+                         ({"test_fraction": -0.1}, "--test-fraction"),
+                         ({"n_folds": 0}, "--folds"), ({"group": "ward"}, "--group")]:
+        options = {"n_folds": 3, **kwargs}
+        with pytest.raises(SplitError, match=flag) as info:
+            make_splits(m, options.pop("n_folds"), **options)
+        # a DermlearnError (the CLI prints it, no traceback) and still a ValueError
+        assert isinstance(info.value, DermlearnError) and isinstance(info.value, ValueError)
+
+
+def test_cli_split_rejects_bad_options(tmp_path, capsys, good_jpeg):
+    write_images(tmp_path, [f"i{i}.jpg" for i in range(6)], good_jpeg)
+    csv = tmp_path / "m.csv"
+    csv.write_text("path,label,lesion_id\n" + "".join(f"i{i}.jpg,nv,L{i}\n" for i in range(6)))
+    for option in (["--test-fraction", "1.5"], ["--folds", "0"]):
+        assert main(["data", "split", f"csv:{csv}", "--taxonomy", "flat",
+                     "--out", str(tmp_path / "s.csv"), *option]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and option[0] in err
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_split_file_must_cover_each_image_once(tmp_path):
+    m = synthetic_manifest(n_lesions=30)
+    path = save_splits(make_splits(m, 3, seed=0), tmp_path / "splits.csv")
+    assert len(load_splits(path, m)) == len(m)
+    lines = path.read_text().splitlines()
+    first_id = lines[1].split(",")[0]
+    dropped = tmp_path / "dropped.csv"  # no row for one dataset image
+    dropped.write_text("\n".join(lines[:1] + lines[2:]) + "\n")
+    with pytest.raises(DataError, match=rf"dropped\.csv: 1 of the dataset's {len(m)} images "
+                                        rf"have no row.*'{first_id}'"):
+        load_splits(dropped, m)
+    load_splits(dropped)  # without a dataset there is nothing to be complete against
+    repeated = tmp_path / "repeated.csv"  # the same image twice
+    repeated.write_text("\n".join(lines + lines[1:3]) + "\n")
+    with pytest.raises(DataError, match=rf"repeated\.csv: 2 image id\(s\) have more than one "
+                                        rf"row, e\.g\. '{first_id}' \(lines 2, {len(lines) + 1}\)"):
+        load_splits(repeated, m)
+    many = tmp_path / "many.csv"  # a few examples quoted, the rest counted
+    many.write_text("\n".join(lines[:1] + lines[9:]) + "\n")
+    with pytest.raises(DataError, match=r"many\.csv: 8 of the dataset's .* \(3 more\)"):
+        load_splits(many, m)
+    no_fold = tmp_path / "no_fold.csv"
+    no_fold.write_text("\n".join(lines[:1] + [lines[1].rsplit(",", 1)[0] + ","] + lines[2:]))
+    with pytest.raises(DataError, match=r"no_fold\.csv: 1 row\(s\) have an empty fold \(line"
+                                        r"\(s\) 2\)"):
+        load_splits(no_fold, m)
 
 
 def test_real_ham10000_five_folds(ham10000_dir, tmp_path, capsys):

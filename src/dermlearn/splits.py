@@ -13,11 +13,25 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from dermlearn.data.manifest import Manifest
-from dermlearn.errors import DataError, LeakageError
+from dermlearn.data.readers._common import read_table
+from dermlearn.errors import DataError, DermlearnError, LeakageError
 
 TEST = "test"
 SPLIT_COLUMNS = ("image_id", "lesion_id", "label", "fold")
 _GROUP_COLUMN = {"lesion": "lesion_id", "patient": "patient_id"}
+_EXAMPLES = 5  # ids quoted in an error message
+
+
+class SplitError(DermlearnError, ValueError):
+    """Split options out of range (number of folds, test fraction, grouping).
+
+    Also a ValueError, which these checks raised before.
+    """
+
+
+def _examples(items: list, n: int = _EXAMPLES) -> str:
+    shown = ", ".join(str(i) for i in items[:n])
+    return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
 
 def _grouped_folds(labels: np.ndarray, groups: np.ndarray, n_splits: int,
@@ -42,11 +56,14 @@ def make_splits(manifest: Manifest, n_folds: int = 5, *, test_fraction: float = 
     stratified parts. Class ratios in every part follow the whole (StratifiedGroupKFold).
     """
     if group not in _GROUP_COLUMN:
-        raise ValueError(f"group must be 'lesion' or 'patient', not {group!r}")
-    if n_folds < 1:
-        raise ValueError(f"n_folds must be >= 1, not {n_folds}")
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), not {test_fraction}")
+        raise SplitError(f"group (--group) must be 'lesion' or 'patient', not {group!r}")
+    if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 1:
+        raise SplitError(f"the number of folds (--folds) must be a whole number >= 1, "
+                         f"not {n_folds!r}")
+    if not isinstance(test_fraction, (int, float, np.number)) or isinstance(test_fraction, bool) \
+            or not 0.0 <= test_fraction < 1.0:
+        raise SplitError(f"the test fraction (--test-fraction) is the share of images held out "
+                         f"for testing and must be in [0, 1), e.g. 0.2; not {test_fraction!r}")
     groups = manifest.groups(group)
     labels = manifest.table["label"].astype(str).to_numpy()
     fold = np.full(len(manifest), "", dtype=object)
@@ -115,20 +132,60 @@ def load_splits(path: str | Path, manifest: Manifest | None = None, *,
                 group: str = "lesion") -> pd.DataFrame:
     """Read a split CSV and run the leakage check (against ``manifest`` when given)."""
     path = Path(path)
-    try:
-        splits = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: split file not found") from None
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{path}: not a readable split CSV ({exc})") from None
+    if not path.is_file():
+        raise DataError(f"{path}: split file not found")
+    splits = read_table(path)  # DataError naming the file: encoding, syntax, empty
     missing = [c for c in ("image_id", "fold") if c not in splits.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; expected {list(SPLIT_COLUMNS)}")
+    for column in ("image_id", "fold"):
+        splits[column] = splits[column].str.strip()
+    check_split_rows(splits, manifest, source=path)
     try:
         check_no_leakage(splits, group=group, manifest=manifest)
     except LeakageError as exc:
         raise LeakageError(f"{path}: {exc}") from None
     return splits
+
+
+def check_split_rows(splits: pd.DataFrame, manifest: Manifest | None = None, *,
+                     source: str | Path = "split table") -> None:
+    """Raise DataError (naming ``source``) unless every image id has exactly one row and, with
+    ``manifest``, the rows are exactly the manifest's images: none missing, none unknown."""
+    ids = splits["image_id"].astype(str)
+    blank = [int(i) + 2 for i in np.flatnonzero((ids.str.strip() == "").to_numpy())]
+    if blank:
+        raise DataError(f"{source}: {len(blank)} row(s) have an empty image_id (line(s) "
+                        f"{_examples(blank)})")
+    if "fold" in splits.columns:
+        no_fold = [int(i) + 2 for i in
+                   np.flatnonzero((splits["fold"].astype(str).str.strip() == "").to_numpy())]
+        if no_fold:
+            raise DataError(f"{source}: {len(no_fold)} row(s) have an empty fold (line(s) "
+                            f"{_examples(no_fold)}); give each image a fold (0..K-1 or "
+                            f"{TEST!r})")
+    lines: dict[str, list[int]] = {}
+    for row in np.flatnonzero(ids.duplicated(keep=False).to_numpy()):
+        lines.setdefault(ids.iat[row], []).append(int(row) + 2)  # line 1 is the header
+    if lines:
+        examples = [f"{i!r} (lines {', '.join(map(str, rows))})" for i, rows in lines.items()]
+        raise DataError(f"{source}: {len(lines)} image id(s) have more than one row, e.g. "
+                        f"{_examples(examples)}; each image needs exactly one row (one fold)")
+    if manifest is None:
+        return
+    known = manifest.table["image_id"].astype(str)
+    given = set(ids)
+    unknown = sorted(given - set(known))
+    if unknown:
+        raise DataError(f"{source}: {len(unknown)} image id(s) are not in the dataset "
+                        f"{manifest.source}, e.g. {_examples([repr(i) for i in unknown])}; "
+                        f"was the split made for another dataset?")
+    absent = [repr(i) for i in known if i not in given]
+    if absent:
+        raise DataError(f"{source}: {len(absent)} of the dataset's {len(known)} images have no "
+                        f"row (no fold), e.g. {_examples(absent)}; every image of "
+                        f"{manifest.source} needs one (make a new split with dermlearn data "
+                        f"split)")
 
 
 def split_summary(splits: pd.DataFrame) -> pd.DataFrame:

@@ -231,6 +231,25 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+def _first(exc: BaseException) -> str:
+    """First line of an exception's message, with its type (``KeyError: 174812789``)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _unpickler_detail(message: str) -> str:
+    """The cause in torch's weights-only unpickler message (``Unsupported global: GLOBAL
+    x.Y was not an allowed global...``, ``Unsupported operand 184``), or ``""``."""
+    lines = [line.strip() for line in message.splitlines()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            if not rest:
+                rest = next((later for later in lines[i + 1:] if later), "")
+            return rest.split(" was not an allowed global")[0]
+    return ""
+
+
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state dict from ``.safetensors`` or (``weights_only``) ``.pth``/``.pt``/``.bin``; CPU tensors."""
     path = Path(path).expanduser()
@@ -240,29 +259,31 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         import safetensors.torch
-        from safetensors import SafetensorError
 
         try:
             obj = safetensors.torch.load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise WeightsError(f"{path}: not a readable safetensors file ({exc}): re-save it "
-                               f"with safetensors.torch.save_file") from exc
+        except Exception as exc:  # noqa: BLE001 -- SafetensorError, OSError, ...: not usable
+            raise WeightsError(f"{path}: not a readable safetensors checkpoint ({_first(exc)}): "
+                               f"re-save it with safetensors.torch.save_file") from exc
     elif suffix in WEIGHT_SUFFIXES:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
+            detail = _unpickler_detail(str(exc))
+            if "global" in detail.lower():  # a class/function reference: an object, not tensors
                 raise WeightsError(
                     f"{path}: refused to load: the file holds pickled Python objects, not only "
-                    f"tensors, and dermlearn never unpickles those (weights_only=True) [{first}]. "
-                    f"If you trust it, re-save just the tensors (torch.save(model.state_dict(), "
-                    f"...)) or convert it to .safetensors") from exc
-            raise WeightsError(f"{path}: not a readable torch checkpoint ({first})") from exc
-        except (RuntimeError, EOFError, ValueError, OSError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise WeightsError(f"{path}: not a readable torch checkpoint ({first}): "
-                               f"is the file complete?") from exc
+                    f"tensors, and dermlearn never unpickles those (weights_only=True) "
+                    f"[{detail}]. If you trust it, re-save just the tensors "
+                    f"(torch.save(model.state_dict(), ...)) or convert it to .safetensors") from exc
+            raise WeightsError(f"{path}: not a readable PyTorch checkpoint "
+                               f"({detail or first}): is the file complete, and saved with "
+                               f"torch.save (or as .safetensors)?") from exc
+        except Exception as exc:  # noqa: BLE001 -- random bytes raise KeyError, zips KeyError...
+            raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({_first(exc)}): is "
+                               f"the file complete, and saved with torch.save (or as "
+                               f".safetensors)?") from exc
     else:
         raise WeightsError(f"{path}: unsupported weights file type {path.suffix!r}: "
                            f"use one of {', '.join(WEIGHT_SUFFIXES)}")

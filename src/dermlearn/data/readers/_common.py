@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,19 +16,67 @@ _MISSING = {"", "unknown", "nan", "none", "na", "n/a", "null", "?"}
 
 
 def read_table(path: Path, **kwargs) -> pd.DataFrame:
-    """``pd.read_csv`` with errors that name the file and the problem (encoding, syntax)."""
+    """``pd.read_csv`` with errors that name the file and the problem (encoding, syntax).
+
+    Data rows that all end with an empty extra field (the trailing comma Excel writes) are read
+    as if it were absent, instead of pandas taking the first column as the row index; an extra
+    field that is not empty is an error naming its line. Wholly empty unnamed columns (a
+    trailing comma on the header too) are dropped.
+    """
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", **kwargs)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", **kwargs)
+        if "index_col" not in kwargs and not isinstance(table.index, pd.RangeIndex):
+            # More fields per data row than header names: pandas made the first column the
+            # index, shifting every column by one. Accept only an empty trailing field.
+            extra = table.index.nlevels
+            tail = table.iloc[:, -extra:] if table.shape[1] >= extra else None
+            filled = [] if tail is None else \
+                np.flatnonzero(tail.apply(lambda c: c.astype(str).str.strip() != "").any(axis=1))
+            if tail is None or len(filled):
+                line = int(filled[0]) + 2 if len(filled) else 2
+                raise DataError(f"{path}: line {line} has {len(table.columns) + extra} fields "
+                                f"but the header names {len(table.columns)} columns "
+                                f"({', '.join(map(str, table.columns))}); add the missing "
+                                f"column name or remove the extra field")
+            with warnings.catch_warnings():  # "loss of data": only empty trailing fields
+                warnings.simplefilter("ignore", pd.errors.ParserWarning)
+                table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8",
+                                    index_col=False, **kwargs)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except UnicodeDecodeError as exc:
-        bad = exc.object[exc.start:exc.start + 1].hex()
-        raise DataError(f"{path}: not UTF-8 text (byte 0x{bad} at offset {exc.start}); "
+        raise DataError(f"{path}: not UTF-8 text ({decode_error_location(path, exc)}); "
                         f"re-save the file as UTF-8") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
     except pd.errors.ParserError as exc:
         raise DataError(f"{path}: malformed CSV ({str(exc).strip()})") from None
+    empty = [c for c in table.columns if re.fullmatch(r"Unnamed: \d+", str(c))
+             and not table[c].astype(str).str.strip().astype(bool).any()]
+    return table.drop(columns=empty) if empty else table
+
+
+def decode_error_location(path: Path, exc: UnicodeDecodeError | None = None) -> str:
+    """Where ``path`` first stops being UTF-8: ``byte 0xe9 at line 12, column 5, byte offset
+    1374)``. pandas decodes in chunks, so the offset in its exception is chunk-relative; the
+    file is decoded again here to find the true position."""
+    try:
+        data = path.read_bytes()
+        data.decode("utf-8")
+    except UnicodeDecodeError as whole:
+        start, data = whole.start, whole.object
+    except OSError:
+        start, data = None, b""
+    else:
+        start = None
+    if start is None:  # cannot re-locate it: report what the exception says
+        if exc is None:
+            return "invalid UTF-8"
+        return f"byte 0x{exc.object[exc.start:exc.start + 1].hex()}"
+    line = data.count(b"\n", 0, start) + 1
+    column = len(data[data.rfind(b"\n", 0, start) + 1:start].decode("utf-8")) + 1
+    return (f"byte 0x{data[start:start + 1].hex()} at line {line}, column {column}, "
+            f"byte offset {start}")
 
 
 def require_columns(table: pd.DataFrame, columns: list[str], path: Path) -> None:

@@ -62,6 +62,10 @@ def read(path: Path, metadata: str | Path | None = None,
     root = gt_path.parent
     gt = read_table(gt_path)
     image_col = find_column(gt, IMAGE_COLUMNS)
+    if image_col is None:
+        raise DataError(f"{gt_path}: ISIC ground-truth CSV has no image column (expected one of "
+                        f"{', '.join(IMAGE_COLUMNS)}); columns found: "
+                        f"{', '.join(map(str, gt.columns)) or '(none)'}")
     ids = gt[image_col].str.strip()
     labels, label_problems = _labels(gt, gt_path)
     meta = _metadata(gt, root, metadata, gt_path)

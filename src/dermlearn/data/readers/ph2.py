@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from dermlearn.data.manifest import Problem
-from dermlearn.data.readers._common import index_images, read_table, require_columns, resolve_paths
+from dermlearn.data.readers._common import (decode_error_location, index_images, read_table,
+                                           require_columns, resolve_paths)
 from dermlearn.errors import DataError
 
 TABLE_FILE = "PH2_dataset.txt"
@@ -36,7 +37,8 @@ def parse_table(path: Path) -> pd.DataFrame:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (offset {exc.start})") from None
+        raise DataError(f"{path}: not UTF-8 text ({decode_error_location(path, exc)}); "
+                        f"re-save the file as UTF-8") from None
     rows = []
     for number, line in enumerate(lines, start=1):
         if not line.startswith("||") or "Name" in line:
