@@ -84,8 +84,32 @@ def test_recipe_overrides_and_files(tmp_path):
                               ("metadata", "yes please", "true/false"),
                               ("crop_pct", "big", "a number or null"),
                               ("epochs", True, "an integer")]:
-        with pytest.raises(RecipeError, match=f"recipe field {name} must be {wanted}, not"):
+        with pytest.raises(RecipeError, match=f"recipe field {name} must be {wanted}"):
             get_recipe("default", **{name: bad})
+    (tmp_path / "typo.yaml").write_text("recipe: estevaa2017\nepochs: 2\n")
+    with pytest.raises(RecipeError, match="unknown recipe 'estevaa2017'"):
+        load_recipe(tmp_path / "typo.yaml")
+    (tmp_path / "named.yaml").write_text("name: my-run\nepochs: 2\n")  # a run's own name
+    assert load_recipe(tmp_path / "named.yaml").optimizer == "adamw"
+
+
+@pytest.mark.parametrize("field, bad", [
+    ("drop_rate", 2.0), ("drop_rate", 1.0), ("label_smoothing", 3.0), ("weight_decay", -1.0),
+    ("eps", -1.0), ("eps", 0.0), ("momentum", -1.0), ("seed", -1), ("seed", 2**32),
+    ("num_workers", -1), ("class_cap", -1), ("class_cap", 0), ("early_stopping", 0),
+    ("second_round_epochs", -1), ("second_round_lr_factor", 0.0), ("max_class_size", 0),
+    ("unfreeze", -1), ("warmup_epochs", -1), ("rmsprop_alpha", 1.0), ("lr", float("nan")),
+    ("lr", "inf"), ("select_metric", "foo"), ("precision", "64x")])
+def test_recipe_values_out_of_range_are_named_before_training(field, bad):
+    with pytest.raises(RecipeError, match=f"recipe field {field}"):
+        get_recipe("default", **{field: bad})
+
+
+def test_recipe_values_at_their_limits_are_taken():
+    r = get_recipe("default", drop_rate=0.0, label_smoothing=0.0, weight_decay=0.0,
+                   seed=2**32 - 1, num_workers=0, class_cap=None, unfreeze=0,
+                   select_metric="auc_macro", precision="bf16-mixed", second_round_epochs=0)
+    assert (r.seed, r.select_metric, r.precision) == (2**32 - 1, "auc_macro", "bf16-mixed")
 
 
 def test_image_size_is_a_side_or_height_by_width():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,6 +25,8 @@ AUGMENTATIONS = ("default", "esteva", "benedetti", "none")
 SAMPLERS = ("none", "balanced")
 HEADS = ("logreg", "mlp")
 STRATEGIES = ("auto", "ddp", "ddp_spawn")
+SELECT_METRICS = ("balanced_accuracy", "accuracy", "auc_macro")  # validation, higher is better
+PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64", "64-true")
 
 
 class RecipeError(DermlearnError):
@@ -110,15 +113,34 @@ class Recipe:
             setattr(self, f.name, _typed(f.name, f.type, getattr(self, f.name)))
         checks = [("mode", MODES), ("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS),
                   ("augment", AUGMENTATIONS), ("sampler", SAMPLERS), ("head", HEADS),
-                  ("strategy", STRATEGIES)]
+                  ("strategy", STRATEGIES), ("select_metric", SELECT_METRICS),
+                  ("precision", PRECISIONS)]
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise RecipeError(f"recipe field {name}={getattr(self, name)!r} is not one of "
                                   f"{', '.join(allowed)}")
-        positive = ["epochs", "batch_size", "folds", "devices", "num_nodes"]
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise RecipeError(f"recipe field {name} must be >= 1, not {getattr(self, name)}")
+        # (field, lowest, highest, whether the highest is allowed); None values mean "off"
+        ranges = [("epochs", 1, None, True), ("batch_size", 1, None, True),
+                  ("folds", 1, None, True), ("devices", 1, None, True),
+                  ("num_nodes", 1, None, True), ("unfreeze", 0, None, True),
+                  ("progressive_stages", 1, None, True), ("max_class_size", 1, None, True),
+                  ("class_cap", 1, None, True), ("early_stopping", 1, None, True),
+                  ("warmup_epochs", 0, None, True), ("step_epochs", 1, None, True),
+                  ("second_round_epochs", 0, None, True), ("num_workers", 0, None, True),
+                  ("seed", 0, 2**32 - 1, True), ("drop_rate", 0, 1, False),
+                  ("label_smoothing", 0, 1, False), ("weight_decay", 0, None, True),
+                  ("momentum", 0, None, True), ("rmsprop_alpha", 0, 1, False),
+                  ("class_weight_power", 0, None, True)]
+        for name, low, high, closed in ranges:
+            value = getattr(self, name)
+            if value is not None and (value < low or high is not None and
+                                      (value > high or value == high and not closed)):
+                span = (f">= {low}" if high is None else
+                        f"in [{low}, {high}{']' if closed else ')'}")
+                raise RecipeError(f"recipe field {name} must be {span}, not {value}")
+        for name in ("eps", "step_gamma", "progressive_lr_decay", "second_round_lr_factor"):
+            if getattr(self, name) <= 0:
+                raise RecipeError(f"recipe field {name} must be > 0, not {getattr(self, name)}")
         if not 0 < self.val_fraction < 1:
             raise RecipeError(f"val_fraction must be in (0, 1), not {self.val_fraction}")
         if self.batch_size % (self.devices * self.num_nodes):
@@ -171,14 +193,17 @@ def _typed(name: str, annotation: str, value: Any) -> Any:
             return value
         if "float" in kinds:
             try:
-                return float(value)
+                number = float(value)
             except (TypeError, ValueError):
-                pass
+                number = math.nan
+            if math.isfinite(number):
+                return number
         if "str" in kinds and isinstance(value, (str, int, float)):
             return str(value)
     wanted = " or ".join({"float": "a number", "int": "an integer", "bool": "true/false",
                           "str": "a string", "None": "null"}.get(k, k) for k in kinds)
-    raise RecipeError(f"recipe field {name} must be {wanted}, not {value!r}")
+    finite = " (finite)" if "float" in kinds else ""
+    raise RecipeError(f"recipe field {name} must be {wanted}{finite}, not {value!r}")
 
 
 def _image_size(value: Any) -> int | list[int] | None:
@@ -238,8 +263,8 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def get_recipe(name: str = "default", **overrides: Any) -> Recipe:
-    """The named recipe with ``overrides`` (field name -> value) applied."""
+def get_recipe(name: str = "default", /, **overrides: Any) -> Recipe:
+    """The named recipe with ``overrides`` (field name -> value, ``name`` included) applied."""
     if name not in RECIPES:
         raise RecipeError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
     return _apply(RECIPES[name], overrides)
@@ -257,9 +282,14 @@ def load_recipe(path: str | Path, **overrides: Any) -> Recipe:
         raise RecipeError(f"{path}: not valid YAML/JSON ({exc})") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: expected a mapping of recipe fields")
-    base = data.pop("recipe", data.get("name", "default"))
-    if base not in RECIPES:
-        base = "default"
+    if "recipe" in data:  # the base recipe, by name; "name" alone may be the run's own name
+        base = data.pop("recipe")
+        if not isinstance(base, str) or base not in RECIPES:
+            raise RecipeError(f"{path}: unknown recipe {base!r}; choose one of "
+                              f"{', '.join(RECIPES)}")
+    else:
+        name = data.get("name")
+        base = name if isinstance(name, str) and name in RECIPES else "default"
     try:
         recipe = get_recipe(base, **data)
     except RecipeError as exc:
