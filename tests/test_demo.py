@@ -65,3 +65,34 @@ def test_demo_runs_end_to_end(tmp_path):
         classes = json.loads((out / "run" / "model" / "config.json").read_text())["classes"]
         assert set(body["probabilities"]) == set(classes)
         assert "ood" in body and body.get("explanation")
+
+
+def test_demo_again_moves_the_earlier_run_aside(tmp_path, monkeypatch):
+    """`make demo` twice: the earlier run/ is kept as run.old-N, never deleted."""
+    import pytest
+
+    import dermlearn.training.run as run_module
+    from dermlearn.data.synthetic import make_synthetic_dataset
+
+    class Stopped(Exception):
+        pass
+
+    def stop(data, out, **kwargs):  # the demo's training, here only where it would write
+        raise Stopped(str(out))
+
+    monkeypatch.setattr(run_module, "train", stop)
+    data = make_synthetic_dataset(tmp_path / "data", n_lesions_per_class=4,
+                                  images_per_lesion=(1, 1), classes=("mel", "nv"), size=48, seed=0)
+    out = tmp_path / "demo"
+    for n in (1, 2):
+        (out / "run").mkdir(parents=True)
+        (out / "run" / "run.json").write_text(f'{{"n": {n}}}')
+        with pytest.raises(Stopped, match="run$"):
+            run_demo(out, data=data, folds=2, verbose=False)
+        assert not (out / "run").exists()
+        assert json.loads((out / f"run.old-{n}" / "run.json").read_text()) == {"n": n}
+    assert json.loads((out / "run.old-1" / "run.json").read_text()) == {"n": 1}  # still there
+    from dermlearn.demo import set_aside
+
+    (out / "run").mkdir()  # an empty folder holds nothing to keep
+    assert set_aside(out / "run") is None and not (out / "run").exists()

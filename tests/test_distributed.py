@@ -128,3 +128,16 @@ def test_distributed_prediction_resumes_and_merges(tiny, single_run, tmp_path):
     again = predict_distributed(single_run / "model", tiny, out, devices=2)
     assert (again.n_scored, again.n_reused) == (0, n)
     pd.testing.assert_frame_equal(pd.read_csv(out), merged)
+
+
+def test_ddp_spawn_with_the_default_recipe_ema(tiny, tmp_path):
+    """--strategy ddp_spawn pickles the callbacks into its processes; the default recipe's
+    weight EMA among them (its averaging function was a local closure)."""
+    run = tmp_path / "spawn"
+    _cli("train", str(tiny), "--out", str(run), "--epochs", "1", "--image-size", "32",
+         "--batch-size", "8", "--num-workers", "0", "--unfreeze", "0", "--devices", "2",
+         "--strategy", "ddp_spawn", "--quiet")
+    recipe = json.loads((run / "run.json").read_text())["recipe"]
+    assert recipe["strategy"] == "ddp_spawn" and recipe["ema_decay"] > 0
+    assert (run / "model" / "model.safetensors").is_file()
+    assert list(pd.read_csv(run / "history.csv")["epoch"]) == [0]

@@ -96,11 +96,11 @@ def test_binary_report():
 def test_load_readers(tmp_path):
     path = tmp_path / "readers.csv"
     path.write_text("name,sensitivity,specificity,task\n"
-                    "derm 1,0.80,0.70,melanoma\nderm 2, 0.9 ,0.6,\n")
+                    "derm 1,0.80,0.70,melanoma_vs_rest\nderm 2, 0.9 ,0.6,\n")
     readers = load_readers(path)
     assert readers["name"].tolist() == ["derm 1", "derm 2"]
     assert readers["sensitivity"].tolist() == [0.8, 0.9]
-    assert readers["task"].tolist() == ["melanoma", None]
+    assert readers["task"].tolist() == ["melanoma_vs_rest", None]
     path.write_text("name,sensitivity,specificity\nA,0.5,0.5\n")
     assert load_readers(path)["task"].tolist() == [None]
 
@@ -119,6 +119,10 @@ def test_load_readers_errors_name_file_and_rows(tmp_path):
     assert "row 3 (B): sensitivity 'x' is not a number" in msg
     assert "row 4 (C): sensitivity missing" in msg and "(D)" not in msg
     assert len(e.value.problems) == 3
+    path.write_text("name,sensitivity,specificity,task\nA,0.5,0.5,melanoma\n")  # never drawn
+    with pytest.raises(DataError, match="1 problem") as e:
+        load_readers(path)
+    assert "row 2 (A): task 'melanoma' is not one of malignant_vs_benign" in str(e.value)
 
 
 def test_readers_vs_curve_by_hand():

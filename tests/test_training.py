@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -250,3 +252,151 @@ def test_finetune_on_ph2_learns_melanoma(ph2_dir, tmp_path):
                     progress=False)
     assert metrics["levels"]["melanoma_vs_rest"]["auc"] >= 0.8
     assert metrics["n"] == 40 and metrics["balanced_accuracy"] > 1 / 3
+
+
+# -- run bookkeeping: run.json, --out, --resume (no training: it is stopped at the first fold) --
+class _Stopped(Exception):
+    """Raised in place of a fold's training: the run's bookkeeping is done by then."""
+
+
+@pytest.fixture
+def stop_at_training(monkeypatch) -> list:
+    """Replace fold training by a stop; records each call's validation image ids."""
+    import dermlearn.training.run as run_module
+
+    calls = []
+
+    def stop(manifest, fold, *args, **kwargs):
+        calls.append(sorted(manifest.table["image_id"].to_numpy()[fold.val_rows]))
+        raise _Stopped
+
+    monkeypatch.setattr(run_module, "_train_fold_lightning", stop)
+    return calls
+
+
+def test_run_json_records_absolute_data_and_resumes_from_anywhere(tiny_data, tmp_path,
+                                                                 monkeypatch, stop_at_training):
+    from dermlearn.errors import DermlearnError
+    from dermlearn.evaluation.evaluate import evaluation_rows
+
+    monkeypatch.chdir(tiny_data.parent)
+    with pytest.raises(_Stopped):
+        train(tiny_data.name, "run", overrides=TINY, progress=False)  # relative paths
+    run = tiny_data.parent / "run"
+    state = json.loads((run / "run.json").read_text())
+    assert state["data"] == str(tiny_data.resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(_Stopped):  # the data loads from another folder
+        train(out=run, resume=True, progress=False)
+    assert stop_at_training[0] == stop_at_training[1]
+    # Evaluating the run's own data from another folder is seen as the same data.
+    with pytest.raises(DermlearnError, match="would include its training images"):
+        evaluation_rows(run / "model", load(tiny_data), "all")
+    # So is a copy of it elsewhere (or a path an older run.json kept relative): same images.
+    shutil.copytree(tiny_data, tmp_path / "copy")
+    with pytest.raises(DermlearnError, match="would include its training images"):
+        evaluation_rows(run / "model", load(tmp_path / "copy"), "all")
+    # A FORMAT: prefix is kept; the path after it is made absolute.
+    monkeypatch.chdir(tiny_data.parent)
+    with pytest.raises(_Stopped):
+        train(f"csv:{tiny_data.name}/manifest.csv", tmp_path / "prefixed", overrides=TINY,
+              progress=False)
+    state = json.loads((tmp_path / "prefixed" / "run.json").read_text())
+    assert state["data"] == f"csv:{tiny_data.resolve() / 'manifest.csv'}"
+
+
+def test_resume_of_an_older_run_json_with_a_relative_path(tiny_data, tmp_path, monkeypatch,
+                                                          stop_at_training):
+    with pytest.raises(_Stopped):
+        train(tiny_data, tmp_path / "run", overrides=TINY, progress=False)
+    run_file = tmp_path / "run" / "run.json"
+    state = json.loads(run_file.read_text())
+    del state["splits"]  # as an older dermlearn wrote it
+    state["data"] = tiny_data.name
+    run_file.write_text(json.dumps(state))
+    monkeypatch.chdir(tiny_data.parent)  # the folder it was started in: still loads
+    with pytest.raises(_Stopped):
+        train(out=tmp_path / "run", resume=True, progress=False)
+    monkeypatch.chdir(tmp_path)  # elsewhere: a clear error naming run.json
+    with pytest.raises(RunError, match=f"run.json.*{tiny_data.name}.*relative"):
+        train(out=tmp_path / "run", resume=True, progress=False)
+
+
+def test_bad_splits_leave_no_run_and_resume_keeps_the_splits(tiny_data, tmp_path,
+                                                             stop_at_training):
+    from dermlearn.errors import DataError
+    from dermlearn.splits import make_splits, save_splits
+
+    run = tmp_path / "run"
+    with pytest.raises(DataError, match="nosuch.csv"):
+        train(tiny_data, run, overrides=TINY, splits=tmp_path / "nosuch.csv", progress=False)
+    assert not (run / "run.json").exists()
+    with pytest.raises(RunError, match="nothing to resume"):
+        train(out=run, resume=True, progress=False)
+    # The corrected command is not refused, and run.json records the split file.
+    custom = make_splits(load(tiny_data), 2, group="lesion", seed=123)
+    save_splits(custom, tmp_path / "mine.csv")
+    with pytest.raises(_Stopped):
+        train(tiny_data, run, overrides=TINY, splits=tmp_path / "mine.csv", progress=False)
+    assert json.loads((run / "run.json").read_text())["splits"] == str(tmp_path / "mine.csv")
+    wanted = sorted(custom.loc[custom["fold"].astype(str) == "0", "image_id"])
+    assert stop_at_training[-1] == wanted
+    (run / "splits.csv").unlink()  # even without its copy, --resume uses the same splits
+    with pytest.raises(_Stopped):
+        train(out=run, resume=True, progress=False)
+    assert stop_at_training[-1] == wanted
+    with pytest.raises(_Stopped):  # (automatic splits differ: the test means something)
+        train(tiny_data, tmp_path / "auto", overrides=TINY, progress=False)
+    assert stop_at_training[-1] != wanted
+    # An older run.json, written before its splits failed, records no split file: refused.
+    state = json.loads((run / "run.json").read_text())
+    del state["splits"]
+    (run / "run.json").write_text(json.dumps(state))
+    (run / "splits.csv").unlink()
+    with pytest.raises(RunError, match="stopped before its splits were made"):
+        train(out=run, resume=True, progress=False)
+
+
+def test_out_that_is_a_file_is_refused_before_any_work(tmp_path):
+    from dermlearn.atomic import OutputPathError
+
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    missing = tmp_path / "no-such-data"  # not even read: --out is checked first
+    with pytest.raises(OutputPathError, match=re.escape(f"{afile}: is a file")):
+        train(missing, afile, overrides=TINY, progress=False)
+    with pytest.raises(OutputPathError, match=re.escape(f"{afile} is a file")):
+        train(missing, afile / "run", overrides=TINY, progress=False)
+    with pytest.raises(OutputPathError, match=re.escape(f"{afile}: is a file")):
+        train(out=afile, resume=True, progress=False)
+    assert afile.read_text() == "keep me"
+
+
+def test_splits_and_classes_a_run_cannot_train_on_are_named(tiny_data, tmp_path):
+    with pytest.raises(RunError, match=r"val_fraction 0.01 \(1 part in 100\) needs at least 100 "
+                                       r"lesions"):
+        train(tiny_data, tmp_path / "thin", overrides={**TINY, "val_fraction": 0.01},
+              progress=False)
+    one = tmp_path / "one-class"
+    make_synthetic_dataset(one, n_lesions_per_class=10, images_per_lesion=(1, 1),
+                           classes=("nv",), size=32, seed=0)
+    with pytest.raises(RunError, match=r"1 class\(es\) \(nv\); a classifier needs at least two"):
+        train(one, tmp_path / "one", overrides=TINY, progress=False)
+    assert not (tmp_path / "thin").exists() and not (tmp_path / "one" / "run.json").exists()
+
+
+def test_weight_ema_pickles_with_the_same_update():
+    import pickle
+
+    from torch.optim.swa_utils import get_ema_avg_fn
+
+    from dermlearn.training.callbacks import WeightEMA
+
+    callback = pickle.loads(pickle.dumps(WeightEMA(decay=0.9, update_starting_at_step=3)))
+    assert callback.update_starting_at_step == 3
+    avg_fn = callback._kwargs["avg_fn"]
+    ema, current = torch.randn(5, 4), torch.randn(5, 4)
+    torch.testing.assert_close(avg_fn(ema, current, torch.tensor(2)),
+                               get_ema_avg_fn(0.9)(ema, current, torch.tensor(2)), rtol=0, atol=0)

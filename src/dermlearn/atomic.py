@@ -1,10 +1,13 @@
-"""Atomic file writes: a kill at any moment leaves the old file or the new one, never a torn one."""
+"""Output files: atomic writes (a kill at any moment leaves the old file or the new one, never a
+torn one) and checks that an output path can be written, made before the work it would hold."""
 from __future__ import annotations
 
 import os
 import secrets
 from pathlib import Path
 from typing import Callable
+
+from dermlearn.errors import DermlearnError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], *,
@@ -28,3 +31,47 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], *,
             tmp.unlink()
         except FileNotFoundError:
             pass
+
+
+class OutputPathError(DermlearnError):
+    """An output path cannot be written: a folder where a file goes, a file where a folder goes,
+    or a parent that is a file or read-only. Raised before any work, so none is lost."""
+
+
+def _check_parents(path: Path, what: str) -> None:
+    """The nearest existing ancestor of ``path`` must be a writable folder."""
+    for parent in path.absolute().parents:
+        if not parent.exists():
+            continue
+        if not parent.is_dir():
+            raise OutputPathError(f"{path}: cannot write the output {what} there: {parent} is a "
+                                  f"file, not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise OutputPathError(f"{path}: cannot write the output {what} there: folder "
+                                  f"{parent} is not writable")
+        return
+
+
+def check_output_file(path: str | os.PathLike) -> Path:
+    """Check, before any work, that ``path`` can be written as a file: not an existing folder,
+    and its parent a folder (or creatable as one). Returns it as a Path; creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{path}: is a folder; the output is a file: give a file name "
+                              f"(e.g. one inside that folder)")
+    _check_parents(path, "file")
+    return path
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """Check, before any work, that ``path`` can be used as an output folder: not an existing
+    file, and no parent that is a file. Returns it as a Path; creates nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{path}: is a file; the output is a folder: give a folder name "
+                              f"(it is created when missing)")
+    if not path.exists():
+        _check_parents(path, "folder")
+    elif not os.access(path, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{path}: output folder is not writable")
+    return path

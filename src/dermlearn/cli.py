@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from dermlearn import __version__
+from dermlearn.atomic import check_output_file
 from dermlearn.errors import DermlearnError
 
 
@@ -51,6 +52,7 @@ def _cmd_data_split(args: argparse.Namespace) -> int:
     from dermlearn.data import load
     from dermlearn.splits import make_splits, save_splits, split_summary
 
+    check_output_file(args.out)
     manifest = load(args.data, taxonomy=args.taxonomy)
     splits = make_splits(manifest, args.folds, test_fraction=args.test_fraction,
                          group=args.group, seed=args.seed)
@@ -102,6 +104,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from dermlearn.training.run import train
 
     overrides = {k: getattr(args, k) for k in TRAIN_OVERRIDES if getattr(args, k) is not None}
+    if args.resume:  # the run's own settings, from its run.json: nothing else may be asked
+        given = [f"--{k.replace('_', '-')}" for k in overrides]
+        named = {"DATA": args.data, "--out": args.out, "--config": args.config,
+                 "--set": args.set, "--splits": args.splits, "--feature-cache": args.feature_cache,
+                 "--recipe": args.recipe != "default", "--device": args.device != "auto"}
+        given += [flag for flag, value in named.items() if value]
+        if given:
+            raise DermlearnError(f"--resume {args.resume} continues the run with the data, "
+                                 f"splits and recipe recorded in its run.json; drop "
+                                 f"{', '.join(given)} (or start a new run with --out)")
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:
@@ -146,18 +158,26 @@ def _cmd_predict_distributed(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    out = check_output_file(args.out)
     if args.devices * args.num_nodes > 1:
         return _cmd_predict_distributed(args)
-    from dermlearn.serving import predict
+    from dermlearn.atomic import atomic_write
+    from dermlearn.serving.predictor import UnreadableImagesError, predict
 
-    table = predict(args.model, args.inputs, level=args.level, tta=args.tta,
-                    batch_size=args.batch_size, progress=not args.quiet,
-                    backend=args.backend, threads=args.threads)
-    out = Path(args.out)
+    unreadable = None
+    try:
+        table = predict(args.model, args.inputs, level=args.level, tta=args.tta,
+                        batch_size=args.batch_size, progress=not args.quiet,
+                        backend=args.backend, threads=args.threads)
+    except UnreadableImagesError as exc:  # the readable images' rows are still written
+        table, unreadable = exc.table, exc
     out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False, float_format="%.6f")
+    atomic_write(out, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6f"))
     print(f"wrote {out}: {len(table)} images x {len(table.columns) - 1} "
           f"{'groups of ' + args.level if args.level else 'classes'}")
+    if unreadable is not None:
+        print(f"dermlearn: error: {unreadable}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -231,9 +251,13 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _parse_value(text: str):
+    """A ``--set`` value read as YAML: a number, true/false, null, a [list] or text."""
     import yaml
 
-    return yaml.safe_load(text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise DermlearnError(f"--set value {text!r} is not valid YAML ({exc.problem})") from None
 
 
 def _format_metrics(metrics: dict) -> str:
@@ -262,6 +286,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     run_demo(args.out, data=args.data, seed=args.seed)
     return 0
+
+
+def _int_at_least(minimum: int, what: str):
+    """An argparse ``type`` for integers >= ``minimum`` (``what`` says so in the error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
+_threads = _int_at_least(0, "a number of threads >= 1 (or 0: all cores)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -359,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--out", default="predictions.csv")
     pred.add_argument("--level", help="taxonomy level via PA (e.g. malignant_vs_benign, esteva3)")
     pred.add_argument("--tta", type=int, default=1, help="test-time views to average (1-8)")
-    pred.add_argument("--batch-size", type=int, default=32)
+    pred.add_argument("--batch-size", type=_positive_int, default=32)
     pred.add_argument("--quiet", action="store_true")
     _add_parallel_flags(pred, "shards the images over the processes, writes OUT.parts/rank-K.csv "
                         "and merges them into OUT; run again to resume", default=1)
@@ -369,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="inference engine: PyTorch, or ONNX Runtime on the model's ONNX "
                       "export (made and cached on the fly); auto (default): ONNX Runtime when "
                       "installed, else PyTorch (benchmarks/bench.py: ~2-3x faster on CPU)")
-    pred.add_argument("--threads", type=int, default=None,
+    pred.add_argument("--threads", type=_threads, default=None,
                       help="intra-op threads of the backend (default: all cores)")
     pred.set_defaults(func=_cmd_predict)
 
@@ -381,9 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                      help="inference engine (default torch); explanations always use torch")
-    srv.add_argument("--workers", type=int, default=1,
+    srv.add_argument("--workers", type=_positive_int, default=1,
                      help="uvicorn worker processes, each with its own copy of the model")
-    srv.add_argument("--threads", type=int, default=None,
+    srv.add_argument("--threads", type=_threads, default=None,
                      help="intra-op threads per worker (default: cores / workers)")
     srv.add_argument("--keep-uploads", metavar="DIR", default=None,
                      help="save every uploaded photo into DIR (default: uploads are never "
@@ -393,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-megapixels", type=float, default=64.0,
                      help="largest accepted image in megapixels, checked before decoding "
                      "(default 64; 413 above)")
-    srv.add_argument("--max-batch", type=int, default=16,
+    srv.add_argument("--max-batch", type=_positive_int, default=16,
                      help="micro-batching: most images per model call (default 16)")
     srv.add_argument("--max-wait-ms", type=float, default=5.0,
                      help="micro-batching: longest wait for more images while other requests "

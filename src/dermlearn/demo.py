@@ -4,13 +4,18 @@
 per-node counts and the training classes from Esteva's partitioning (``taxonomy.txt``),
 lesion-grouped folds (``splits.csv``, ``splits_summary.csv``), a fine-tuned model with its
 validation metrics (``run/``) and predictions for the validation images (``predictions.csv``).
+
+Run again into the same ``out`` (``make demo`` twice), the summaries, splits, predictions and
+report are made anew, and an earlier ``run/`` (a trained model: minutes of work, perhaps
+served) is never deleted: it is moved aside to ``run.old-N/`` (the first free N) and said so.
 """
 from __future__ import annotations
 
+import itertools
 import json
-import shutil
 from pathlib import Path
 
+from dermlearn.atomic import check_output_dir
 from dermlearn.data import load
 from dermlearn.data.synthetic import make_synthetic_dataset
 from dermlearn.splits import make_splits, save_splits, split_summary
@@ -33,7 +38,7 @@ def run_demo(out: str | Path = "demo-out", *, data: str | Path | None = None, se
     from dermlearn.serving import predict
     from dermlearn.training.run import train
 
-    out = Path(out)
+    out = check_output_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     say = print if verbose else (lambda *a, **k: None)
 
@@ -68,9 +73,12 @@ def run_demo(out: str | Path = "demo-out", *, data: str | Path | None = None, se
     recipe = {**DEMO_TRAINING, "seed": seed, **(training or {})}
     say(f"[4/6] training: default recipe, fine-tuning the pretrained backbone "
         f"({', '.join(f'{k}={v}' for k, v in recipe.items())}); validation = fold 0 ...")
-    run = out / "run"
-    if run.exists():
-        shutil.rmtree(run)
+    run, kept = out / "run", None
+    if run.exists() or run.is_symlink():
+        kept = set_aside(run)
+        if kept is not None:
+            say(f"      an earlier run was in {run}: moved to {kept} (remove it when no longer "
+                f"needed)")
     metrics = train(data, run, overrides=recipe, splits=out / "splits.csv", progress=verbose)
     say(_format_metrics(metrics))
 
@@ -89,6 +97,22 @@ def run_demo(out: str | Path = "demo-out", *, data: str | Path | None = None, se
               "max_class_share_deviation_pts": float(table["max_dev_pts"].max()),
               "validation": {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "auc_macro")},
               "report": str(out / "report" / "report.html"), "out": str(out)}
+    if kept is not None:
+        result["previous_run"] = str(kept)
     (out / "demo.json").write_text(json.dumps(result, indent=2))
     say(f"done: results in {out}/")
     return result
+
+
+def set_aside(path: Path) -> Path | None:
+    """Move ``path`` to ``NAME.old-N`` beside it (the first free N) and return where it went;
+    an empty folder, which holds nothing to keep, is just removed (None)."""
+    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        path.rmdir()
+        return None
+    for n in itertools.count(1):
+        target = path.with_name(f"{path.name}.old-{n}")
+        if not (target.exists() or target.is_symlink()):
+            path.rename(target)
+            return target
+    raise AssertionError("unreachable")

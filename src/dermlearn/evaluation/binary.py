@@ -20,6 +20,9 @@ from dermlearn.evaluation.metrics import auc_above_sensitivity
 
 #: Columns of a readers CSV (``task`` is optional).
 READER_COLUMNS = ("name", "sensitivity", "specificity")
+#: Binary tasks reported with ROC, bootstrap CI and operating points (Esteva's Fig. 3 tasks);
+#: a readers CSV's ``task`` names one of them.
+BINARY_LEVELS = ("malignant_vs_benign", "melanoma_vs_rest")
 
 
 def _binary(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -150,9 +153,9 @@ def _finite(value: float) -> float | None:
 # -- readers (dermatologists' operating points) ---------------------------------------------
 def load_readers(path: str | Path) -> pd.DataFrame:
     """Readers CSV -> frame with ``name``, ``sensitivity``, ``specificity`` (floats in [0, 1])
-    and ``task`` (``None`` where the file has no such column). Raises :class:`DataError`
-    naming the file and every bad row (missing column, empty name, value missing, non-numeric
-    or outside [0, 1])."""
+    and ``task`` (one of :data:`BINARY_LEVELS`; ``None`` where empty or the file has no such
+    column). Raises :class:`DataError` naming the file and every bad row (missing column, empty
+    name, value missing, non-numeric or outside [0, 1], unknown task)."""
     path = Path(path)
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -181,6 +184,10 @@ def load_readers(path: str | Path) -> pd.DataFrame:
         out[col] = values.astype(float)
     if "task" in table.columns:
         task = table["task"].str.strip()
+        for i, text in enumerate(task):
+            if text and text not in BINARY_LEVELS:
+                problems.append(f"row {i + 2} ({out['name'].iat[i]}): task {text!r} is not one "
+                                f"of {', '.join(BINARY_LEVELS)} (or empty)")
         out["task"] = task.astype(object).where(task != "", None)
     else:
         out["task"] = None

@@ -19,11 +19,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from dermlearn.atomic import check_output_dir
 from dermlearn.data import Manifest, load
 from dermlearn.errors import DermlearnError
 from dermlearn.evaluation import plots
-from dermlearn.evaluation.binary import (binary_report, fold_summary, load_readers,
-                                         readers_vs_curve, roc_summary)
+from dermlearn.evaluation.binary import (BINARY_LEVELS, binary_report, fold_summary,
+                                         load_readers, readers_vs_curve, roc_summary)
 from dermlearn.evaluation.calibration import expected_calibration_error, reliability_bins
 from dermlearn.evaluation.levels import POSITIVE_GROUP, level_metrics
 from dermlearn.evaluation.metrics import classification_metrics
@@ -31,8 +32,6 @@ from dermlearn.evaluation.subgroups import subgroup_metrics
 from dermlearn.evaluation.tables import align_truth, read_predictions
 from dermlearn.taxonomy import Taxonomy, aggregate, assign_classes, level_labels
 
-#: Binary tasks reported with ROC, bootstrap CI and operating points (Esteva's Fig. 3 tasks).
-BINARY_LEVELS = ("malignant_vs_benign", "melanoma_vs_rest")
 #: Readers whose CSV row names no task are drawn on this task's ROC.
 DEFAULT_READER_TASK = "malignant_vs_benign"
 
@@ -130,6 +129,8 @@ def evaluate_predictions_csv(predictions: str | Path | pd.DataFrame, data: str |
     """Metrics of an ISIC-format predictions CSV (``image`` + one column per class) against the
     truth: a dataset (its labels and metadata) or a ground-truth CSV (:func:`read_truth_csv`);
     with ``out``, also ``metrics.json``, figures and ``report.html``."""
+    if out is not None:
+        check_output_dir(out)
     if isinstance(data, Manifest):
         manifest = data
     elif Path(str(data)).is_file() and str(data).lower().endswith(".csv"):
@@ -157,15 +158,21 @@ def evaluate_predictions_csv(predictions: str | Path | pd.DataFrame, data: str |
 
 def evaluation_rows(model_dir: Path, manifest: Manifest, part: str
                     ) -> tuple[np.ndarray, str, str]:
-    """(rows of ``manifest`` to evaluate, the part resolved, a description). ``part``: ``all``, ``val`` (the run's
-    hold-out/out-of-fold images), ``test`` (its test part), or ``auto`` (``val`` when the model
-    was trained on this very dataset, so training images are never scored, else ``all``)."""
+    """(rows of ``manifest`` to evaluate, the part resolved, a description). ``part``: ``all``,
+    ``val`` (the run's hold-out/out-of-fold images), ``test`` (its test part), or ``auto``
+    (``val`` when the model was trained on this dataset, so training images are never scored,
+    else ``all``). "Trained on this dataset": the run's data path is ``manifest``'s, or any of
+    its images is one of the run's non-test images (a copy of the data, or a path the run
+    recorded relative to another folder)."""
     run = model_dir.parent if model_dir.name == "model" else model_dir
     splits_file = run / "splits.csv"
     same_data = False
     if (run / "run.json").is_file() and splits_file.is_file():
         trained_on = json.loads((run / "run.json").read_text()).get("data")
-        same_data = trained_on is not None and _same_path(trained_on, manifest.source)
+        seen = pd.read_csv(splits_file, dtype={"fold": str, "image_id": str})
+        seen = seen.loc[seen["fold"] != "test", "image_id"]
+        same_data = (trained_on is not None and _same_path(trained_on, manifest.source)
+                     or bool(manifest.table["image_id"].isin(seen).any()))
     if part == "auto":
         part = "val" if same_data else "all"
     if part == "all":
@@ -206,6 +213,7 @@ def evaluate_model(model: str | Path, data: str | Path | Manifest, out: str | Pa
     """Predict ``data`` with ``model`` and write metrics, figures and ``report.html`` to ``out``."""
     from dermlearn.serving.predictor import Predictor
 
+    check_output_dir(out)
     model_dir = Path(model)
     if (model_dir / "model" / "config.json").is_file():
         model_dir = model_dir / "model"

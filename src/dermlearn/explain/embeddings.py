@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from dermlearn.atomic import check_output_dir
 from dermlearn.errors import DermlearnError
 from dermlearn.models.lesion_classifier import METADATA_INPUTS
 
@@ -150,6 +151,7 @@ def embed(predictor: Predictor, data: Manifest | pd.DataFrame | Sequence[str],
     """
     from dermlearn.explain.lesion_focus import true_classes
 
+    out_dir = check_output_dir(out_dir)
     table = _inputs(data, labels)
     if len(table) == 0:
         raise DermlearnError("embed needs at least one image")
@@ -174,7 +176,6 @@ def embed(predictor: Predictor, data: Manifest | pd.DataFrame | Sequence[str],
         "x": xy[:, 0],
         "y": xy[:, 1],
     }, columns=list(TSNE_COLUMNS))
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"csv": out_dir / "tsne.csv", "by_class": out_dir / "tsne_by_class.png",
                "by_correctness": out_dir / "tsne_by_correctness.png"}

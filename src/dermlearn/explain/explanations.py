@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from dermlearn.atomic import check_output_dir
 from dermlearn.errors import DermlearnError
 from dermlearn.explain._common import normalise_maps
 from dermlearn.explain.geometry import to_original
@@ -160,7 +161,7 @@ def explain_to_dir(predictor: Predictor, paths: Sequence[str | Path], out_dir: s
     from dermlearn.data.images import read_image
 
     check_method(method)
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [str(p) for p in paths]
     stems = _unique_stems(paths)

@@ -5,12 +5,12 @@ from dermlearn.serving.backends import BACKENDS, OnnxBackend, TorchBackend, crea
 from dermlearn.serving.model_card import build_model_card, model_identity
 from dermlearn.serving.onnx_export import ensure_onnx, export_onnx
 from dermlearn.serving.ood import OODDetector, fit_ood, load_ood
-from dermlearn.serving.predictor import Predictor, predict, resolve_inputs
+from dermlearn.serving.predictor import Predictor, UnreadableImagesError, predict, resolve_inputs
 
 __all__ = ["BACKENDS", "OODDetector", "OnnxBackend", "Predictor", "ServiceConfig",
-           "TorchBackend", "build_model_card", "create_app", "create_backend", "ensure_onnx",
-           "export_onnx", "fit_ood", "load_ood", "model_identity", "predict", "resolve_inputs",
-           "serve"]
+           "TorchBackend", "UnreadableImagesError", "build_model_card", "create_app",
+           "create_backend", "ensure_onnx", "export_onnx", "fit_ood", "load_ood",
+           "model_identity", "predict", "resolve_inputs", "serve"]
 
 
 def __getattr__(name: str):

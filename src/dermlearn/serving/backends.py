@@ -26,7 +26,7 @@ from dermlearn.errors import DermlearnError
 from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
 from dermlearn.models.views import apply_view, first_views
 from dermlearn.serving.onnx_export import METADATA_INPUT
-from dermlearn.serving.predictor import Predictor
+from dermlearn.serving.predictor import Predictor, check_threads
 
 __all__ = ["BACKENDS", "BackendOutput", "InferenceBackend", "OnnxBackend", "TorchBackend",
            "create_backend", "resolve_backend"]
@@ -96,8 +96,9 @@ class TorchBackend(_Base):
     name = "torch"
 
     def __init__(self, predictor: Predictor, *, threads: int | None = None):
+        threads = check_threads(threads)
         if threads:
-            torch.set_num_threads(int(threads))
+            torch.set_num_threads(threads)
         self.predictor = predictor
         self.classes = list(predictor.classes)
         self.preprocess = predictor.preprocess
@@ -121,6 +122,7 @@ class OnnxBackend(_Base):
     def __init__(self, path: str | Path, *, threads: int | None = None):
         import onnxruntime as ort
 
+        threads = check_threads(threads)
         self.path = Path(path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads or 0)  # 0: ONNX Runtime's default (cores)
@@ -186,6 +188,7 @@ def create_backend(model_dir: str | Path, backend: str = "torch", *,
     """A backend for a model directory; for ``onnx`` the export is made (and cached) on the
     fly unless ``onnx_path`` names one. ``auto`` (see :func:`resolve_backend`) falls back to
     PyTorch, with a warning, when the ONNX export or session cannot be made."""
+    threads = check_threads(threads)  # a bad value is the caller's error, not a reason to fall back
     if backend == "auto":
         device = predictor.device if predictor is not None else "cpu"
         if resolve_backend("auto", device) == "onnx":

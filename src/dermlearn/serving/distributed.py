@@ -34,7 +34,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
-from dermlearn.atomic import atomic_write
+from dermlearn.atomic import atomic_write, check_output_dir, check_output_file
 from dermlearn.data.images import read_image
 from dermlearn.errors import DermlearnError
 from dermlearn.serving.predictor import Predictor, resolve_inputs
@@ -206,8 +206,8 @@ def predict_distributed(model_dir: str | Path, inputs: str | Path | Sequence[str
     world = world_size(devices, num_nodes)
     rank = env_rank(devices)
     device = _resolve_device(device)
-    out = Path(out)
-    parts = parts_dir(out)
+    out = check_output_file(out)
+    parts = check_output_dir(parts_dir(out))
     parts.mkdir(parents=True, exist_ok=True)
     predictor = Predictor.load(model_dir)
     ids, paths, metadata = resolve_inputs(inputs)

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from dermlearn import __version__
-from dermlearn.atomic import atomic_write
+from dermlearn.atomic import atomic_write, check_output_file
 from dermlearn.errors import DermlearnError
 from dermlearn.serving.model_card import available_levels, model_identity, source_digest
 from dermlearn.serving.ood import ood_features
@@ -140,6 +140,7 @@ def export_onnx(model: str | Path | Predictor, out: str | Path, *, opset: int = 
     """
     import onnx
 
+    out = check_output_file(out)
     predictor = model if isinstance(model, Predictor) else Predictor.load(model)
     if predictor.device != "cpu":
         raise DermlearnError("export from a CPU predictor (Predictor.load(..., device='cpu'))")

@@ -14,16 +14,70 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from dermlearn.data.images import IMAGE_EXTENSIONS
-from dermlearn.errors import DermlearnError
+from dermlearn.errors import DataError, DermlearnError, ImageDecodeError
 from dermlearn.models.lesion_classifier import (METADATA_INPUTS, LesionClassifier, MetadataEncoder,
                                                load_model, read_config)
 from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
 from dermlearn.models.views import apply_view, first_views
 from dermlearn.taxonomy import Taxonomy, aggregate
 from dermlearn.training.dataset import LesionDataset
+
+
+class UnreadableImagesError(DataError):
+    """Some input images could not be decoded; every other image was scored.
+
+    ``table`` holds the readable images' rows (what :func:`predict` would have returned without
+    them) and ``unreadable`` the ``(path, reason)`` of each image that was skipped.
+    """
+
+    def __init__(self, unreadable: Sequence[tuple[str, str]], n_images: int,
+                 table: pd.DataFrame | None = None):
+        self.unreadable = list(unreadable)
+        self.table = table
+        n = len(self.unreadable)
+        super().__init__(f"{n} of {n_images} images could not be read and have no row "
+                         f"(the other {n_images - n} were scored):",
+                         [f"{path}: {reason}" for path, reason in self.unreadable])
+
+
+class _SkipUnreadable(Dataset):
+    """A :class:`LesionDataset` whose undecodable images come back as zeros with the reason
+    (an empty reason: the image was read), so one bad file does not stop the others."""
+
+    def __init__(self, images: LesionDataset, input_size: Sequence[int]):
+        self.images, self.input_size = images, tuple(input_size)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, row: int):
+        try:
+            image, meta, _ = self.images[row]
+            return image, meta, ""
+        except ImageDecodeError as exc:
+            return (torch.zeros(self.input_size), torch.from_numpy(self.images.metadata[row]),
+                    exc.reason or str(exc))
+
+
+def check_batch_size(batch_size: int) -> int:
+    """``batch_size`` as an int >= 1, else a DermlearnError naming it."""
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise DermlearnError(f"batch size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
+
+
+def check_threads(threads: int | None) -> int | None:
+    """``threads`` as None/0 (the backend's default: all cores) or an int >= 1, else a
+    DermlearnError naming it."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or int(threads) != threads or threads < 0:
+        raise DermlearnError(f"threads must be 0 (all cores) or a positive integer, "
+                             f"got {threads!r}")
+    return int(threads)
 
 
 class Predictor:
@@ -136,29 +190,48 @@ class Predictor:
 
     def predict_paths(self, paths: Sequence[str], *, tta: int = 1, batch_size: int = 32,
                       num_workers: int = 2, progress: bool = False,
-                      backend=None, metadata: pd.DataFrame | None = None) -> np.ndarray:
+                      backend=None, metadata: pd.DataFrame | None = None,
+                      unreadable: list | None = None) -> np.ndarray:
         """Probabilities (N, C) for image files, decoded in streaming worker processes.
 
         ``backend`` (a :mod:`dermlearn.serving.backends` backend, e.g. ONNX Runtime) runs the
         model instead of this predictor's PyTorch members. ``metadata``: N rows with ``age``,
         ``sex``, ``site`` for a metadata-fusion model (without it every image is encoded as
-        "age, sex and site unknown").
+        "age, sex and site unknown"). An undecodable image raises ImageDecodeError, unless
+        ``unreadable`` is a list: then its row is NaN, ``(path, reason)`` is appended to the
+        list, and the other images are scored.
         """
         from tqdm.auto import tqdm
 
+        batch_size = check_batch_size(batch_size)
         fuse = self.metadata_encoder is not None and metadata is not None
         if fuse and len(metadata) != len(paths):
             raise DermlearnError(f"metadata has {len(metadata)} rows for {len(paths)} images")
         encoded = self.metadata_encoder.encode_table(metadata) if fuse else None
         images = LesionDataset(paths, np.zeros(len(paths), dtype=np.int64), self.transform,
                                metadata=encoded)
+        skip = unreadable is not None
+        if skip:
+            images = _SkipUnreadable(images, self.preprocess.input_size)
         loader = DataLoader(images, batch_size=batch_size,
                             num_workers=num_workers if len(paths) > batch_size else 0)
-        out = []
+        runner = backend if backend is not None else self
+        out, start = [], 0
         with tqdm(total=len(paths), unit="img", desc="predicting", disable=not progress) as bar:
-            for batch, meta, _ in loader:
-                runner = backend if backend is not None else self
-                out.append(runner.predict_batch(batch, meta if fuse else None, tta=tta))
+            for batch, meta, reasons in loader:
+                probs = np.full((len(batch), len(self.classes)), np.nan)
+                ok = np.array([not r for r in reasons]) if skip else np.ones(len(batch), bool)
+                if skip:
+                    unreadable.extend((paths[start + i], reasons[i])
+                                      for i in np.flatnonzero(~ok))
+                if ok.all():
+                    probs = runner.predict_batch(batch, meta if fuse else None, tta=tta)
+                elif ok.any():
+                    keep = torch.from_numpy(ok)
+                    probs[ok] = runner.predict_batch(batch[keep], meta[keep] if fuse else None,
+                                                     tta=tta)
+                out.append(probs)
+                start += len(batch)
                 bar.update(len(batch))
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
 
@@ -215,8 +288,17 @@ def predict(model_dir: str | Path, inputs: str | Path | Sequence[str | Path], *,
     the default ``torch`` reproduces training's validation probabilities bit for bit.
     ``threads`` sets the backend's intra-op threads (or PyTorch's). A metadata-fusion model
     scoring a dataset gets each image's age, sex and site, with either backend.
+
+    Images that cannot be decoded do not stop the others: every readable image is scored, then
+    :class:`UnreadableImagesError` names each unreadable file and carries the readable images'
+    table as ``.table``.
     """
+    batch_size = check_batch_size(batch_size)
+    threads = check_threads(threads)
     predictor = Predictor.load(model_dir)
+    if level:  # an unknown level fails now, not after scoring every image
+        predictor.to_level(np.full((1, len(predictor.classes)), 1 / len(predictor.classes)),
+                           level)
     resolved = resolve_inputs(inputs)
     runner = None
     if backend != "torch":
@@ -225,14 +307,19 @@ def predict(model_dir: str | Path, inputs: str | Path | Sequence[str | Path], *,
         runner = create_backend(predictor.directory, backend, predictor=predictor,
                                 threads=threads)
     elif threads:
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(threads)
+    unreadable: list[tuple[str, str]] = []
     probs = predictor.predict_paths(resolved.paths, tta=tta, batch_size=batch_size,
                                     progress=progress, metadata=resolved.metadata,
                                     backend=runner if getattr(runner, "name", "") != "torch"
-                                    else None)
+                                    else None, unreadable=unreadable)
+    read = ~np.isnan(probs).any(axis=1)
     columns = predictor.classes
     if level:
         probs, columns = predictor.to_level(probs, level)
     table = pd.DataFrame(probs, columns=columns)
     table.insert(0, "image", resolved.ids)
+    if unreadable:
+        raise UnreadableImagesError(unreadable, len(table),
+                                    table[read].reset_index(drop=True))
     return table

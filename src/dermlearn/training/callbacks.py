@@ -37,11 +37,36 @@ def ema_schedule(decay: float, epochs: int, warmup_epochs: int,
     return start_epoch * steps_per_epoch, min(decay, EMA_START_WEIGHT ** (1 / averaged_steps))
 
 
+class EMAUpdate:
+    """``decay * average + (1 - decay) * current``: the update of
+    :func:`torch.optim.swa_utils.get_ema_avg_fn`, as a picklable object (that function returns
+    a local closure, which ``ddp_spawn`` cannot send to its processes)."""
+
+    def __init__(self, decay: float = 0.999):
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"Invalid decay value {decay} provided. Please provide a value in "
+                             f"[0,1] range.")
+        self.decay = decay
+
+    @torch.no_grad()
+    def __call__(self, ema_param: torch.Tensor, current_param: torch.Tensor,
+                 num_averaged: Any) -> torch.Tensor:
+        return self.decay * ema_param + (1 - self.decay) * current_param
+
+    def __repr__(self) -> str:
+        return f"EMAUpdate(decay={self.decay})"
+
+
 class WeightEMA(EMAWeightAveraging):
     """Lightning's EMA of the weights, which validation, checkpoints and the final model use;
     until its first update (the warm-up epochs) the average follows the live weights, so the
     warm-up's validation rows and checkpoints are the live model's, not the initial weights'.
-    The first update copies the live weights either way, so the average itself is unchanged."""
+    The first update copies the live weights either way, so the average itself is unchanged.
+    Its averaging function is an :class:`EMAUpdate`, so the callback pickles (``ddp_spawn``)."""
+
+    def __init__(self, decay: float = 0.999, **kwargs: Any):
+        super().__init__(decay=decay, **kwargs)
+        self._kwargs["avg_fn"] = EMAUpdate(decay)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         average = self._average_model

@@ -25,8 +25,10 @@ import pandas as pd
 import torch
 
 from dermlearn import __version__
+from dermlearn.atomic import check_output_dir
 from dermlearn.data import Manifest, load
-from dermlearn.errors import DermlearnError
+from dermlearn.data.loading import parse_spec
+from dermlearn.errors import DataError, DermlearnError
 from dermlearn.evaluation.calibration import (TEMPERATURE_BOUNDS, apply_temperature,
                                               expected_calibration_error, fit_temperature)
 from dermlearn.evaluation.levels import level_metrics
@@ -86,22 +88,77 @@ def training_classes(manifest: Manifest, rows: np.ndarray, recipe: Recipe) -> li
 
 
 def _resolve_splits(manifest: Manifest, recipe: Recipe, splits: str | Path | None,
-                    out: Path, write: bool = True) -> pd.DataFrame:
+                    out: Path, reuse_saved: bool = True) -> pd.DataFrame:
+    """The run's split table: its saved ``splits.csv`` when ``reuse_saved`` (a resumed run, or
+    a worker process reading what rank 0 wrote) and it exists, else ``splits`` (a split file),
+    else lesion-grouped automatic splits. Nothing is written here (see :func:`_save_splits`)."""
     saved = out / "splits.csv"
-    if saved.exists():
+    if reuse_saved and saved.exists():
         table = load_splits(saved, manifest)
     elif splits is not None:
         table = load_splits(splits, manifest)
     else:
         n_parts = recipe.folds if recipe.folds > 1 else max(2, int(round(1 / recipe.val_fraction)))
-        table = make_splits(manifest, n_parts, group="lesion", seed=recipe.seed)
+        try:
+            table = make_splits(manifest, n_parts, group="lesion", seed=recipe.seed)
+        except DataError as exc:
+            asked = (f"--folds {recipe.folds}" if recipe.folds > 1 else
+                     f"val_fraction {recipe.val_fraction} (1 part in {n_parts})")
+            raise RunError(f"{asked} needs at least {n_parts} lesions: {exc}") from None
     table = table.set_index("image_id").loc[manifest.table["image_id"]].reset_index()
     check_no_leakage(table, manifest=manifest)
-    if write:  # atomically: other processes of a data-parallel run may be reading it
-        tmp = saved.with_name(f".{saved.name}.tmp")
-        save_splits(table, tmp)
-        os.replace(tmp, saved)
     return table
+
+
+def _save_splits(table: pd.DataFrame, out: Path) -> None:
+    """``out/splits.csv``, atomically: other processes of a data-parallel run may read it."""
+    saved = out / "splits.csv"
+    tmp = saved.with_name(f".{saved.name}.tmp")
+    save_splits(table, tmp)
+    os.replace(tmp, saved)
+
+
+def absolute_data_spec(spec: str | Path) -> str:
+    """``spec`` (a path or ``FORMAT:PATH``) with its path made absolute, the prefix kept as
+    written: what ``run.json`` records, so that the run means the same data from any folder."""
+    fmt, path = parse_spec(spec)
+    absolute = str(path.resolve())
+    return f"{str(spec).partition(':')[0]}:{absolute}" if fmt else absolute
+
+
+def _resumed_data(state: dict, run_file: Path) -> str:
+    """The dataset of a resumed run. Runs written before run.json held absolute paths recorded
+    the path as given, relative to the folder ``train`` was started in."""
+    data = state.get("data")
+    if not data:
+        raise RunError(f"{run_file}: no 'data' recorded; cannot resume")
+    _, path = parse_spec(data)
+    if not path.exists():
+        if not path.is_absolute():
+            raise RunError(f"{run_file}: the run's data {data!r} is a path relative to the folder "
+                           f"the run was started in and is not found from {Path.cwd()}; resume "
+                           f"from that folder, or write its absolute path into {run_file}")
+        raise RunError(f"{run_file}: the run's data {data} is no longer there (moved?); put it "
+                       f"back, or write its new path into {run_file}")
+    return data
+
+
+def _resumed_splits(state: dict, run_file: Path, out: Path,
+                    splits: str | Path | None) -> str | None:
+    """The split file a resumed run was started with (None: automatic splits)."""
+    if "splits" not in state and not (out / "splits.csv").exists():
+        # A run.json of an older dermlearn, written before its splits were resolved: whether
+        # it was given --splits is unknown, and nothing was trained yet.
+        raise RunError(f"{run_file}: the run stopped before its splits were made and does not "
+                       f"record a --splits file; start it again (remove {out} or choose "
+                       f"another --out)")
+    recorded = state.get("splits")
+    if splits is not None and (recorded is None
+                               or Path(splits).resolve() != Path(recorded).resolve()):
+        raise RunError(f"{run_file}: the run was started with "
+                       + (f"--splits {recorded}" if recorded else "automatic splits")
+                       + f"; it cannot be resumed with --splits {splits}")
+    return recorded
 
 
 def _folds(table: pd.DataFrame, recipe: Recipe) -> list[FoldData]:
@@ -363,12 +420,18 @@ def train(data: str | Path | None = None, out: str | Path = "runs/run", *,
     """
     out = Path(out)
     run_file = out / "run.json"
+    check_output_dir(out)  # before any work: not a file, nor under one
     if resume:
         if not run_file.exists():
             raise RunError(f"{out}: nothing to resume (no run.json)")
-        state = json.loads(run_file.read_text())
-        data, device = state["data"], state["device"]
-        recipe_obj = Recipe(**state["recipe"])
+        try:
+            state = json.loads(run_file.read_text())
+            recipe_obj = Recipe(**state["recipe"])
+            device = state["device"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RunError(f"{run_file}: not a readable run record ({exc!r})") from None
+        data = _resumed_data(state, run_file)
+        splits = _resumed_splits(state, run_file, out, splits)
         feature_cache = state.get("feature_cache")
     else:
         if data is None:
@@ -379,28 +442,43 @@ def train(data: str | Path | None = None, out: str | Path = "runs/run", *,
             raise RunError(f"{out} already holds a run; use --resume {out} to continue it, or "
                            f"choose another --out")
         device = _resolve_device(device)
+        # Absolute, so that the run means the same files from any folder (--resume, and
+        # evaluation's check that it does not score the model's own training images).
+        data = absolute_data_spec(data)
+        splits = str(Path(splits).expanduser().resolve()) if splits is not None else None
+        feature_cache = str(Path(feature_cache).expanduser().resolve()) \
+            if feature_cache else None
     recipe = recipe_obj
     # Data-parallel runs (recipe.devices x num_nodes > 1) execute this function in every
     # process; only global rank 0 writes files. Features mode runs in one process.
     rank = env_rank(recipe.devices)
     if rank != 0 and recipe.mode == "features":
         return {}
+    # Everything is checked (data, splits, folds, classes) before the run folder is written:
+    # a bad input leaves no run.json behind that would refuse the corrected command.
     manifest = load(data)
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume and rank == 0:
-        run_file.write_text(json.dumps({"data": str(data), "device": device,
-                                        "recipe": recipe.to_dict(),
-                                        "feature_cache": str(feature_cache) if feature_cache
-                                        else None, "started": time.strftime("%Y-%m-%dT%H:%M:%S")},
-                                       indent=2))
-        (out / "config.json").write_text(json.dumps(recipe.to_dict(), indent=2))
-    table = _resolve_splits(manifest, recipe, splits, out, write=rank == 0)
+    table = _resolve_splits(manifest, recipe, splits, out, reuse_saved=resume or rank != 0)
     folds = _folds(table, recipe)
     usable = np.flatnonzero(table["fold"].astype(str).to_numpy() != TEST)
     classes = training_classes(manifest, usable, recipe)
+    if len(classes) < 2:
+        raise RunError(f"{manifest.source}: the training images hold {len(classes)} class(es) "
+                       f"({', '.join(classes) or 'none'}); a classifier needs at least two")
     targets = np.full(len(manifest), -1, dtype=np.int64)
     targets[usable] = [classes.index(c) for c in assign_classes(
         manifest.taxonomy, manifest.table["label"].to_numpy()[usable], classes)]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"{out}: cannot create the run folder ({exc.strerror or exc})") from None
+    if rank == 0:
+        _save_splits(table, out)
+        if not resume:  # last: run.json marks a run that --resume can continue
+            (out / "config.json").write_text(json.dumps(recipe.to_dict(), indent=2))
+            run_file.write_text(json.dumps(
+                {"data": data, "splits": splits, "device": device, "recipe": recipe.to_dict(),
+                 "feature_cache": feature_cache,
+                 "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
 
     features = backbone = cfg = None
     if recipe.mode == "features":
