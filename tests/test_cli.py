@@ -200,3 +200,10 @@ def test_resume_refuses_options_it_would_ignore(tmp_path, capsys):
                  "--splits", "s.csv"])
     err = capsys.readouterr().err
     assert code == 2 and "drop --epochs, --set, --splits" in err
+
+
+def test_config_and_recipe_are_one_or_the_other(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("epochs: 1\n")
+    code = main(["train", str(tmp_path), "--out", str(tmp_path / "run"), "--recipe",
+                 "esteva2017", "--config", str(tmp_path / "c.yaml")])
+    assert code == 2 and "not both" in capsys.readouterr().err

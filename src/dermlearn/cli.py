@@ -125,6 +125,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         if args.data is None or args.out is None:
             raise DermlearnError("train needs DATA and --out RUN (or --resume RUN)")
+        if args.config and args.recipe != "default":
+            raise DermlearnError("give the base recipe either as --recipe or as 'recipe: NAME' "
+                                 f"in {args.config}, not both")
         recipe = load_recipe(args.config, **overrides) if args.config else args.recipe
         metrics = train(args.data, args.out, recipe=recipe,
                         overrides=None if args.config else overrides, splits=args.splits,
@@ -134,7 +137,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not metrics:  # a worker process of a data-parallel run: rank 0 reports
         return 0
     print(_format_metrics(metrics))
-    print(f"\nmodel: {out}/model   metrics: {out}/metrics.json   history: {out}/history.csv")
+    history = f"   history: {out}/history.csv" if (Path(out) / "history.csv").exists() else ""
+    print(f"\nmodel: {out}/model   metrics: {out}/metrics.json{history}")
     return 0
 
 
