@@ -25,6 +25,7 @@ from dermlearn.evaluation.calibration import apply_temperature
 from dermlearn.taxonomy import partition
 from dermlearn.serving import Predictor, predict
 from dermlearn.serving.distributed import predict_distributed
+from dermlearn.errors import DermlearnError
 from dermlearn.training.run import RunError, train
 
 TINY = dict(image_size=64, batch_size=8, num_workers=0, epochs=1)
@@ -128,6 +129,9 @@ def test_non_square_whole_frame_input(tiny_data, tmp_path):
         again = predict(run / "model", paths, backend=backend)
         np.testing.assert_allclose(again[classes].to_numpy(), expected,
                                    atol=1e-4 if backend == "onnx" else 1e-5)
+        assert len(predict(run / "model", paths, backend=backend, tta=4)) == len(paths)
+        with pytest.raises(DermlearnError, match="--tta 8: .*need a square input, not 48x64"):
+            predict(run / "model", paths, backend=backend, tta=8)
 
 
 def test_features_mode(tiny_data, tmp_path):
@@ -276,7 +280,6 @@ def stop_at_training(monkeypatch) -> list:
 
 def test_run_json_records_absolute_data_and_resumes_from_anywhere(tiny_data, tmp_path,
                                                                  monkeypatch, stop_at_training):
-    from dermlearn.errors import DermlearnError
     from dermlearn.evaluation.evaluate import evaluation_rows
 
     monkeypatch.chdir(tiny_data.parent)

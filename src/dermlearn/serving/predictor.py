@@ -21,7 +21,7 @@ from dermlearn.errors import DataError, DermlearnError, ImageDecodeError
 from dermlearn.models.lesion_classifier import (METADATA_INPUTS, LesionClassifier, MetadataEncoder,
                                                load_model, read_config)
 from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
-from dermlearn.models.views import apply_view, first_views
+from dermlearn.models.views import apply_view, check_views, first_views
 from dermlearn.taxonomy import Taxonomy, aggregate
 from dermlearn.training.dataset import LesionDataset
 
@@ -204,6 +204,11 @@ class Predictor:
         from tqdm.auto import tqdm
 
         batch_size = check_batch_size(batch_size)
+        try:  # before any decoding: a non-square model has 4 views, not 8
+            check_views(first_views(tta), self.preprocess.image_size)
+        except DermlearnError as exc:
+            raise DermlearnError(f"--tta {tta}: {exc} (a non-square model takes at most 4 "
+                                 f"views)") from None
         fuse = self.metadata_encoder is not None and metadata is not None
         if fuse and len(metadata) != len(paths):
             raise DermlearnError(f"metadata has {len(metadata)} rows for {len(paths)} images")
