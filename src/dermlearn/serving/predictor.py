@@ -62,10 +62,10 @@ class _SkipUnreadable(Dataset):
                     exc.reason or str(exc))
 
 
-def check_batch_size(batch_size: int) -> int:
-    """``batch_size`` as an int >= 1, else a DermlearnError naming it."""
+def check_batch_size(batch_size: int, what: str = "batch size") -> int:
+    """``batch_size`` as an int >= 1, else a DermlearnError naming it as ``what``."""
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise DermlearnError(f"batch size must be a positive integer, got {batch_size!r}")
+        raise DermlearnError(f"{what} must be a positive integer, got {batch_size!r}")
     return int(batch_size)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from dermlearn.atomic import check_output_dir
 from dermlearn.errors import DermlearnError
 from dermlearn.models.lesion_classifier import read_config
-from dermlearn.serving.predictor import check_threads
+from dermlearn.serving.predictor import check_batch_size, check_threads
 from dermlearn.serving.service import ENV_CONFIG, ServiceConfig
 
 __all__ = ["serve"]
@@ -34,8 +34,7 @@ def serve(model: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
         raise DermlearnError(f"port must be 1-65535, got {port}")
     if workers < 1:
         raise DermlearnError(f"--workers must be >= 1, got {workers}")
-    if isinstance(max_batch, bool) or int(max_batch) != max_batch or max_batch < 1:
-        raise DermlearnError(f"--max-batch must be a positive integer, got {max_batch!r}")
+    max_batch = check_batch_size(max_batch, "--max-batch")
     threads = check_threads(threads)
     if keep_uploads:
         check_output_dir(keep_uploads)
