@@ -63,6 +63,7 @@ def test_demo_runs_end_to_end(tmp_path):
         assert answer.status_code == 200, answer.text
         body = answer.json()
         classes = json.loads((out / "run" / "model" / "config.json").read_text())["classes"]
+        assert classes == result["training_classes"]
         assert set(body["probabilities"]) == set(classes)
         assert "ood" in body and body.get("explanation")
 
@@ -96,3 +97,40 @@ def test_demo_again_moves_the_earlier_run_aside(tmp_path, monkeypatch):
 
     (out / "run").mkdir()  # an empty folder holds nothing to keep
     assert set_aside(out / "run") is None and not (out / "run").exists()
+
+
+def test_demo_trains_the_classes_it_shows(tmp_path, monkeypatch):
+    """The training classes printed in taxonomy.txt are the ones handed to training: one per
+    diagnosis by default, Esteva's partitioning with ``max_class_size``."""
+    import pytest
+
+    import dermlearn.training.run as run_module
+    from dermlearn.data import load
+    from dermlearn.data.synthetic import make_synthetic_dataset
+    from dermlearn.taxonomy import partition
+
+    class Stopped(Exception):
+        pass
+
+    handed = {}
+
+    def stop(data, out, *, overrides, **kwargs):
+        handed.update(overrides)
+        raise Stopped
+
+    monkeypatch.setattr(run_module, "train", stop)
+    data = make_synthetic_dataset(tmp_path / "data", n_lesions_per_class=4, images_per_lesion=(1, 1),
+                                  classes=("mel", "nv", "bkl", "bcc"), size=48, seed=0)
+    manifest = load(data)
+    for size in (None, 9):
+        with pytest.raises(Stopped):
+            run_demo(tmp_path / f"demo-{size}", data=data, folds=2, max_class_size=size,
+                     verbose=False)
+        assert handed["max_class_size"] == size
+        expected = (partition(manifest.taxonomy, manifest.class_counts(), size) if size
+                    else [c for c in manifest.classes])
+        shown = (tmp_path / f"demo-{size}" / "taxonomy.txt").read_text().splitlines()[-1]
+        assert shown.split(": ", 1)[1] == ", ".join(expected)
+        targets = set(pd.read_csv(tmp_path / f"demo-{size}" / "splits.csv")["target"])
+        assert targets == set(expected)
+    assert len(expected) < 4  # the partitioning merged diagnoses: not the default's classes

@@ -544,6 +544,11 @@ def test_tsne_small_sets_and_seed():
     assert a.shape == (7, 2) and np.isfinite(a).all() and np.array_equal(a, b)
     assert tsne_2d(feats[:2]).shape == (2, 2)
     assert np.array_equal(tsne_2d(feats[:1]), np.zeros((1, 2)))
+    # identical features (a model that outputs one vector): one point, not a crash of the process
+    assert np.array_equal(tsne_2d(np.ones((6, 1280))), np.zeros((6, 2)))
+    one_apart = np.ones((6, 1280))
+    one_apart[0, 0] = 2.0
+    assert np.isfinite(tsne_2d(one_apart)).all()
 
 
 def test_embed_writes_the_table_and_both_figures(predictor, tmp_path):

@@ -403,3 +403,51 @@ def test_weight_ema_pickles_with_the_same_update():
     ema, current = torch.randn(5, 4), torch.randn(5, 4)
     torch.testing.assert_close(avg_fn(ema, current, torch.tensor(2)),
                                get_ema_avg_fn(0.9)(ema, current, torch.tensor(2)), rtol=0, atol=0)
+
+
+def test_custom_taxonomy_is_trained_saved_resumed_and_evaluated(tiny_data, tmp_path, capsys):
+    """Labels outside the built-in tree train with ``taxonomy=`` (a YAML tree here); the tree
+    goes into run.json and the model, evaluation reads the data with the model's tree, and its
+    levels are scored by PA."""
+    from dermlearn.cli import main
+    from dermlearn.evaluation.evaluate import evaluate_model
+    from dermlearn.errors import DataError
+
+    names = {"mel": "dark_spot", "nv": "brown_spot", "bkl": "waxy_spot"}
+    table = pd.read_csv(tiny_data / "manifest.csv")
+    table["path"] = [str(tiny_data / p) for p in table["path"]]
+    table["label"] = table["label"].map(names)
+    data = tmp_path / "spots.csv"
+    table.to_csv(data, index=False)
+    tree = tmp_path / "spots.yaml"
+    tree.write_text("name: spots\nroot: spot\nnodes:\n"
+                    "  - {id: dark_spot}\n  - {id: pale, children: [{id: brown_spot}, "
+                    "{id: waxy_spot}]}\n"
+                    "levels:\n  worry: {dark: [dark_spot], other: [pale]}\n")
+    features = {**TINY, "mode": "features"}
+    with pytest.raises(DataError, match="dark_spot"):
+        train(data, tmp_path / "plain", overrides=features, progress=False)
+    assert not (tmp_path / "plain" / "run.json").exists()
+
+    run = tmp_path / "run"
+    metrics = train(data, run, overrides=features, taxonomy=tree, progress=False)
+    assert set(metrics["classes"]) == set(names.values())
+    assert set(metrics["levels"]["worry"]["per_class"]) == {"dark", "other"}
+    assert json.loads((run / "run.json").read_text())["taxonomy"]["name"] == "spots"
+    assert json.loads((run / "model" / "config.json").read_text())["taxonomy"]["name"] == "spots"
+    # the run reads its data with its own tree when resumed (nothing is left to train here)
+    assert train(out=run, resume=True, progress=False)["classes"] == metrics["classes"]
+
+    report = evaluate_model(run, data, tmp_path / "eval", n_boot=20, explain=None, embed=False,
+                            progress=False)
+    assert report["n"] == len(pd.read_csv(run / "val_predictions.csv"))
+    assert "worry" in report["levels"]
+    # the CLI: --taxonomy flat reads the labels as they are
+    assert main(["train", f"csv:{data}", "--out", str(tmp_path / "flat"), "--taxonomy", "flat",
+                 "--mode", "features", "--epochs", "1", "--image-size", "64",
+                 "--num-workers", "0", "--quiet"]) == 0
+    flat = json.loads((tmp_path / "flat" / "model" / "config.json").read_text())
+    assert flat["taxonomy"]["name"] == "flat" and set(flat["classes"]) == set(names.values())
+    assert main(["evaluate", str(run), str(data), "--out", str(tmp_path / "e2"),
+                 "--taxonomy", "flat"]) != 0
+    assert "--taxonomy is for --predictions" in capsys.readouterr().err

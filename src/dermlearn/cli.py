@@ -108,7 +108,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         given = [f"--{k.replace('_', '-')}" for k in overrides]
         named = {"DATA": args.data, "--out": args.out, "--config": args.config,
                  "--set": args.set, "--splits": args.splits, "--feature-cache": args.feature_cache,
-                 "--recipe": args.recipe != "default", "--device": args.device != "auto"}
+                 "--recipe": args.recipe != "default", "--device": args.device != "auto",
+                 "--taxonomy": args.taxonomy}
         given += [flag for flag, value in named.items() if value]
         if given:
             raise DermlearnError(f"--resume {args.resume} continues the run with the data, "
@@ -132,7 +133,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         metrics = train(args.data, args.out, recipe=recipe,
                         overrides=None if args.config else overrides, splits=args.splits,
                         device=args.device, progress=not args.quiet,
-                        feature_cache=args.feature_cache)
+                        feature_cache=args.feature_cache, taxonomy=args.taxonomy)
         out = args.out
     if not metrics:  # a worker process of a data-parallel run: rank 0 reports
         return 0
@@ -214,9 +215,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if (args.model is None) == (args.predictions is None):
         raise DermlearnError("evaluate needs a MODEL or --predictions CSV (one of them)")
+    if args.model is not None and args.taxonomy is not None:
+        raise DermlearnError("--taxonomy is for --predictions: a model reads the data with the "
+                             "taxonomy it was trained with")
     if args.predictions:
         metrics = evaluate_predictions_csv(args.predictions, args.data, out=args.out,
-                                           readers=args.readers, n_boot=args.bootstrap,
+                                           taxonomy=args.taxonomy, readers=args.readers, n_boot=args.bootstrap,
                                            seed=args.seed)
     else:
         metrics = evaluate_model(args.model, args.data, args.out, part=args.part, tta=args.tta,
@@ -248,7 +252,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from dermlearn.serving.predictor import Predictor
 
     predictor = Predictor.load(args.model)
-    written = embed(predictor, load(args.data), args.out, seed=args.seed,
+    written = embed(predictor, load(args.data, taxonomy=predictor.taxonomy), args.out,
+                    seed=args.seed,
                     progress=not args.quiet)
     print("wrote " + ", ".join(str(p) for p in written.values()))
     return 0
@@ -284,11 +289,15 @@ def _format_metrics(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+#: ``--taxonomy``'s help: how a dataset's labels are read.
+TAXONOMY_HELP = "diagnosis tree: built-in name, YAML/JSON file, or 'flat' (default: dermatology)"
+
+
 # -- demo -----------------------------------------------------------------------------------
 def _cmd_demo(args: argparse.Namespace) -> int:
     from dermlearn.demo import run_demo
 
-    run_demo(args.out, data=args.data, seed=args.seed)
+    run_demo(args.out, data=args.data, seed=args.seed, max_class_size=args.max_class_size)
     return 0
 
 
@@ -327,8 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     inspect.add_argument("--check-images", action="store_true",
                          help="also decode every image to find unreadable ones")
-    inspect.add_argument("--taxonomy", default="dermatology",
-                         help="built-in name, YAML/JSON file, or 'flat' (default: dermatology)")
+    inspect.add_argument("--taxonomy", default="dermatology", help=TAXONOMY_HELP)
     inspect.set_defaults(func=_cmd_data_inspect)
 
     split = data_cmds.add_parser("split", help="stratified, lesion-grouped folds")
@@ -339,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--group", choices=["lesion", "patient"], default="lesion")
     split.add_argument("--seed", type=int, default=0)
     split.add_argument("--out", default="splits.csv", help="output CSV (default splits.csv)")
-    split.add_argument("--taxonomy", default="dermatology")
+    split.add_argument("--taxonomy", default="dermatology", help=TAXONOMY_HELP)
     split.set_defaults(func=_cmd_data_split)
 
     download = data_cmds.add_parser("download", help="fetch a public dataset (resumable)")
@@ -371,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--splits", help="use this split CSV (checked for lesion leakage)")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     train.add_argument("--feature-cache", help="feature cache folder (features mode)")
+    train.add_argument("--taxonomy", help=TAXONOMY_HELP + "; saved with the run and the model")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.add_argument("--backbone", help="timm model name or preset (efficientnet_lite0/1/2, "
                        "inception_v3, resnet50, vgg16, inception_resnet_v2, ...)")
@@ -461,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("data", help=data_help)
     ev.add_argument("--out", required=True, help="output folder (metrics.json, report.html)")
     ev.add_argument("--predictions", help="score this ISIC-format CSV instead of a model")
+    ev.add_argument("--taxonomy", help="with --predictions: " + TAXONOMY_HELP)
     ev.add_argument("--readers", help="CSV of reader operating points: name, sensitivity, "
                     "specificity[, task]")
     ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
@@ -494,6 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data", default=None,
                       help="real dataset to use instead of the generated synthetic one")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--max-class-size", type=_positive_int, default=None,
+                      help="train on Esteva's partitioning of the taxonomy (default: one class "
+                           "per diagnosis)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

@@ -1,7 +1,8 @@
 """The main job, end to end, on the embedded synthetic set or a real dataset.
 
 ``run_demo(out)`` writes into ``out``: the data summary (``inspect.json``), the taxonomy with
-per-node counts and the training classes from Esteva's partitioning (``taxonomy.txt``),
+per-node counts and the training classes (``taxonomy.txt``: one per diagnosis, or Esteva's
+partitioning with ``max_class_size``; the model is trained on exactly these),
 lesion-grouped folds (``splits.csv``, ``splits_summary.csv``), a fine-tuned model with its
 validation metrics (``run/``) and predictions for the validation images (``predictions.csv``).
 
@@ -19,7 +20,7 @@ from dermlearn.atomic import check_output_dir
 from dermlearn.data import load
 from dermlearn.data.synthetic import make_synthetic_dataset
 from dermlearn.splits import make_splits, save_splits, split_summary
-from dermlearn.taxonomy import assign_classes, partition
+from dermlearn.taxonomy import assign_classes
 
 #: A short fine-tune that shows the whole pipeline in a few minutes on a laptop CPU; on real
 #: data use ``dermlearn train`` with the default recipe for full results.
@@ -29,14 +30,19 @@ SYNTHETIC_CLASSES = ("mel", "nv", "bkl", "bcc")
 
 
 def run_demo(out: str | Path = "demo-out", *, data: str | Path | None = None, seed: int = 0,
-             folds: int = 5, max_class_size: int = 1000, training: dict | None = None,
+             folds: int = 5, max_class_size: int | None = None, training: dict | None = None,
              verbose: bool = True) -> dict:
     """Run data -> taxonomy -> splits -> training -> prediction; returns a summary dict (also
-    written as ``demo.json``). ``training`` overrides recipe fields of the short fine-tune."""
+    written as ``demo.json``). ``max_class_size`` (Esteva: 1000) trains on the taxonomy's
+    partitioning instead of one class per diagnosis; ``training`` overrides recipe fields of the
+    short fine-tune."""
+    import numpy as np
+
     from dermlearn.cli import _format_metrics
     from dermlearn.evaluation.evaluate import evaluate_model
     from dermlearn.serving import predict
-    from dermlearn.training.run import train
+    from dermlearn.training.recipes import get_recipe
+    from dermlearn.training.run import train, training_classes
 
     out = check_output_dir(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -53,13 +59,17 @@ def run_demo(out: str | Path = "demo-out", *, data: str | Path | None = None, se
     say(f"      {summary['n_images']} images, {summary['n_lesions']} lesions, classes "
         + ", ".join(f"{c}={n}" for c, n in summary["classes"].items()))
 
-    say(f"[2/6] taxonomy: {manifest.taxonomy.name}; partitioning with max class size "
-        f"{max_class_size} ...")
+    recipe = {**DEMO_TRAINING, "seed": seed, "max_class_size": max_class_size,
+              **(training or {})}
+    how = (f"Esteva's partitioning, max class size {recipe['max_class_size']}"
+           if recipe["max_class_size"] else "one per diagnosis")
+    say(f"[2/6] taxonomy: {manifest.taxonomy.name}; training classes: {how} ...")
     counts = manifest.class_counts()
-    classes = partition(manifest.taxonomy, counts, max_class_size)
+    classes = training_classes(manifest, np.arange(len(manifest)), get_recipe("default", **recipe))
     targets = assign_classes(manifest.taxonomy, manifest.labels, classes)
     (out / "taxonomy.txt").write_text(manifest.taxonomy.render(counts=counts)
-                                      + "\n\ntraining classes: " + ", ".join(classes) + "\n")
+                                      + f"\n\ntraining classes ({how}): " + ", ".join(classes)
+                                      + "\n")
     say(f"      training classes: {', '.join(classes)}")
 
     say(f"[3/6] splits: {folds} stratified folds grouped by lesion ...")
@@ -70,9 +80,9 @@ def run_demo(out: str | Path = "demo-out", *, data: str | Path | None = None, se
     table.to_csv(out / "splits_summary.csv")
     say(table.to_string())
 
-    recipe = {**DEMO_TRAINING, "seed": seed, **(training or {})}
     say(f"[4/6] training: default recipe, fine-tuning the pretrained backbone "
-        f"({', '.join(f'{k}={v}' for k, v in recipe.items())}); validation = fold 0 ...")
+        f"({', '.join(f'{k}={v}' for k, v in recipe.items() if v is not None)}); "
+        f"validation = fold 0 ...")
     run, kept = out / "run", None
     if run.exists() or run.is_symlink():
         kept = set_aside(run)

@@ -123,12 +123,13 @@ def read_truth_csv(path: str | Path, taxonomy: Taxonomy) -> Manifest:
 
 def evaluate_predictions_csv(predictions: str | Path | pd.DataFrame, data: str | Path | Manifest,
                              *, out: str | Path | None = None,
-                             taxonomy: Taxonomy | None = None,
+                             taxonomy: str | Path | Taxonomy | None = None,
                              readers: str | Path | None = None, n_boot: int = 1000,
                              seed: int = 0, report: bool = True) -> dict[str, Any]:
     """Metrics of an ISIC-format predictions CSV (``image`` + one column per class) against the
     truth: a dataset (its labels and metadata) or a ground-truth CSV (:func:`read_truth_csv`);
-    with ``out``, also ``metrics.json``, figures and ``report.html``."""
+    with ``out``, also ``metrics.json``, figures and ``report.html``. ``taxonomy`` reads the
+    truth's labels (default ``"dermatology"``; a Manifest brings its own)."""
     if out is not None:
         check_output_dir(out)
     if isinstance(data, Manifest):
@@ -136,15 +137,15 @@ def evaluate_predictions_csv(predictions: str | Path | pd.DataFrame, data: str |
     elif Path(str(data)).is_file() and str(data).lower().endswith(".csv"):
         from dermlearn.taxonomy import load_taxonomy
 
-        manifest = read_truth_csv(data, taxonomy or load_taxonomy("dermatology"))
+        manifest = read_truth_csv(data, load_taxonomy(taxonomy or "dermatology"))
     else:
-        manifest = load(data)
+        manifest = load(data, taxonomy=taxonomy or "dermatology")
     frame = read_predictions(predictions)
     classes = [c for c in frame.columns if c != "image"]
     truth = manifest.table.set_index("image_id")["label"]
     y_labels, probs, ids = align_truth(frame, truth)
     sub = manifest.select(ids)
-    metrics = evaluate_probabilities(probs, y_labels, classes, taxonomy or manifest.taxonomy,
+    metrics = evaluate_probabilities(probs, y_labels, classes, manifest.taxonomy,
                                      metadata=_metadata(sub),
                                      readers=load_readers(readers) if readers else None,
                                      n_boot=n_boot, seed=seed)
@@ -218,7 +219,7 @@ def evaluate_model(model: str | Path, data: str | Path | Manifest, out: str | Pa
     if (model_dir / "model" / "config.json").is_file():
         model_dir = model_dir / "model"
     predictor = Predictor.load(model_dir)
-    manifest = data if isinstance(data, Manifest) else load(data)
+    manifest = data if isinstance(data, Manifest) else load(data, taxonomy=predictor.taxonomy)
     rows, part, described = evaluation_rows(model_dir, manifest, part)
     sub = manifest.subset(rows)
     paths = sub.table["path"].astype(str).tolist()

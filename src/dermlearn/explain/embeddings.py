@@ -90,7 +90,9 @@ def tsne_2d(features: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np
     initialisation, learning rate "auto" and ``random_state=seed``.
 
     ``perplexity`` is clamped to ``max(1, min(perplexity, (N - 1) / 3))`` so that small sets
-    work (t-SNE needs perplexity < N); N < 2 gives zeros.
+    work (t-SNE needs perplexity < N); N < 2, or N identical rows (one point: scikit-learn's
+    PCA initialisation divides by zero there and its Barnes-Hut step then crashes the process),
+    give zeros.
     """
     from sklearn.manifold import TSNE
 
@@ -98,10 +100,10 @@ def tsne_2d(features: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np
     if features.ndim != 2:
         raise DermlearnError(f"features must be (N, D), got shape {features.shape}")
     n = len(features)
-    if n < 2:
-        return np.zeros((n, 2), np.float32)
     if not np.isfinite(features).all():
         raise DermlearnError("features hold NaN or infinite values")
+    if n < 2 or (features == features[0]).all():
+        return np.zeros((n, 2), np.float32)
     perplexity = float(max(1.0, min(perplexity, (n - 1) / 3.0)))
     if features.shape[1] < 2:
         features = np.hstack([features, np.zeros((n, 2 - features.shape[1]))])

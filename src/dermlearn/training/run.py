@@ -39,7 +39,7 @@ from dermlearn.models.lesion_classifier import (LesionClassifier, MetadataEncode
 from dermlearn.models.preprocessing import PreprocessConfig
 from dermlearn.models.views import first_views
 from dermlearn.splits import TEST, check_no_leakage, load_splits, make_splits, save_splits
-from dermlearn.taxonomy import assign_classes, partition
+from dermlearn.taxonomy import Taxonomy, assign_classes, partition
 from dermlearn.training.distributed import env_rank
 from dermlearn.training.recipes import Recipe, get_recipe
 
@@ -410,11 +410,13 @@ def _summarise_folds(per_fold: dict[str, dict]) -> dict:
 def train(data: str | Path | None = None, out: str | Path = "runs/run", *,
           recipe: str | Recipe = "default", overrides: dict[str, Any] | None = None,
           splits: str | Path | None = None, device: str = "auto", resume: bool = False,
-          progress: bool = True, feature_cache: str | Path | None = None) -> dict:
+          progress: bool = True, feature_cache: str | Path | None = None,
+          taxonomy: str | Path | Taxonomy | None = None) -> dict:
     """Train (or, with ``resume=True``, continue training) a model; returns ``metrics.json``.
 
     ``recipe`` is a name from :data:`~dermlearn.training.recipes.RECIPES` or a Recipe;
-    ``overrides`` replace recipe fields. With ``recipe.folds > 1`` one model per lesion-grouped
+    ``overrides`` replace recipe fields. ``taxonomy`` reads the labels (built-in name, YAML/JSON
+    file or ``"flat"``; default ``"dermatology"``); the tree is saved with the run and the model. With ``recipe.folds > 1`` one model per lesion-grouped
     fold is trained, saved as an ensemble, and metrics are given per fold, as mean +- sd and on
     the pooled out-of-fold predictions.
     """
@@ -433,6 +435,7 @@ def train(data: str | Path | None = None, out: str | Path = "runs/run", *,
         data = _resumed_data(state, run_file)
         splits = _resumed_splits(state, run_file, out, splits)
         feature_cache = state.get("feature_cache")
+        taxonomy = state.get("taxonomy") or "dermatology"  # runs before 2026-12-03: the default
     else:
         if data is None:
             raise RunError("no dataset given")
@@ -456,7 +459,7 @@ def train(data: str | Path | None = None, out: str | Path = "runs/run", *,
         return {}
     # Everything is checked (data, splits, folds, classes) before the run folder is written:
     # a bad input leaves no run.json behind that would refuse the corrected command.
-    manifest = load(data)
+    manifest = load(data, taxonomy="dermatology" if taxonomy is None else taxonomy)
     table = _resolve_splits(manifest, recipe, splits, out, reuse_saved=resume or rank != 0)
     folds = _folds(table, recipe)
     usable = np.flatnonzero(table["fold"].astype(str).to_numpy() != TEST)
@@ -477,7 +480,7 @@ def train(data: str | Path | None = None, out: str | Path = "runs/run", *,
             (out / "config.json").write_text(json.dumps(recipe.to_dict(), indent=2))
             run_file.write_text(json.dumps(
                 {"data": data, "splits": splits, "device": device, "recipe": recipe.to_dict(),
-                 "feature_cache": feature_cache,
+                 "feature_cache": feature_cache, "taxonomy": manifest.taxonomy.to_dict(),
                  "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
 
     features = backbone = cfg = None
