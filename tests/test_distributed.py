@@ -141,3 +141,34 @@ def test_ddp_spawn_with_the_default_recipe_ema(tiny, tmp_path):
     assert recipe["strategy"] == "ddp_spawn" and recipe["ema_decay"] > 0
     assert (run / "model" / "model.safetensors").is_file()
     assert list(pd.read_csv(run / "history.csv")["epoch"]) == [0]
+
+
+def test_distributed_prediction_scores_around_an_unreadable_image(tiny, single_run, tmp_path):
+    """As in one process: every readable image is written, the unreadable file is named and
+    the exit code is 1; once the file is replaced, the same command scores just that image
+    (one image left for two processes: one of them has nothing to do)."""
+    import shutil
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    sources = sorted(tiny.rglob("*.jpg"))[:5]
+    for i, src in enumerate(sources):
+        shutil.copy(src, photos / f"p{i}.jpg")
+    (photos / "p5.jpg").write_bytes(b"\xff\xd8\xff\xe0 a truncated jpeg")
+    out = tmp_path / "preds.csv"
+    args = [sys.executable, "-m", "dermlearn.cli", "predict", str(single_run / "model"),
+            str(photos), "--out", str(out), "--devices", "2", "--batch-size", "2",
+            "--num-workers", "0", "--quiet"]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=400)
+    assert first.returncode == 1, first.stderr[-3000:]
+    assert "1 of 6 images could not be read" in first.stderr and "p5.jpg" in first.stderr
+    expected = predict(single_run / "model", [str(photos / f"p{i}.jpg") for i in range(5)])
+    written = pd.read_csv(out)
+    assert list(written["image"]) == [f"p{i}" for i in range(5)]
+    np.testing.assert_allclose(written[CLASSES].to_numpy(), expected[CLASSES].to_numpy(),
+                               atol=1e-5)
+    shutil.copy(sources[0], photos / "p5.jpg")
+    again = subprocess.run(args, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "(1 scored now, 5 from" in again.stdout
+    assert list(pd.read_csv(out)["image"]) == [f"p{i}" for i in range(6)]

@@ -66,6 +66,12 @@ def test_split_options_out_of_range_are_user_errors():
             make_splits(m, options.pop("n_folds"), **options)
         # a DermlearnError (the CLI prints it, no traceback) and still a ValueError
         assert isinstance(info.value, DermlearnError) and isinstance(info.value, ValueError)
+    # every class smaller than the number of parts: named, not scikit-learn's traceback
+    small = synthetic_manifest(n_lesions=6, seed=1)
+    small = small.subset(np.flatnonzero(~small.table.duplicated("lesion_id")))
+    assert small.table["label"].value_counts().max() < 5
+    with pytest.raises(SplitError, match="every class has fewer than 5 images"):
+        make_splits(small, 5)
 
 
 def test_cli_split_rejects_bad_options(tmp_path, capsys, good_jpeg):

@@ -150,10 +150,18 @@ def _cmd_predict_distributed(args: argparse.Namespace) -> int:
         raise DermlearnError("--devices/--num-nodes > 1 runs the torch backend (Lightning DDP); "
                              "drop --backend onnx or use one process")
 
-    result = predict_distributed(args.model, args.inputs, args.out, devices=args.devices,
-                                 num_nodes=args.num_nodes, strategy=args.strategy,
-                                 level=args.level, tta=args.tta, batch_size=args.batch_size,
-                                 num_workers=args.num_workers, progress=not args.quiet)
+    from dermlearn.serving.predictor import UnreadableImagesError
+
+    try:
+        result = predict_distributed(args.model, args.inputs, args.out, devices=args.devices,
+                                     num_nodes=args.num_nodes, strategy=args.strategy,
+                                     level=args.level, tta=args.tta, batch_size=args.batch_size,
+                                     num_workers=args.num_workers, progress=not args.quiet)
+    except UnreadableImagesError as exc:  # the readable images' rows were written
+        print(f"wrote {args.out}: {len(exc.table)} images x {len(exc.table.columns) - 1} "
+              f"{'groups of ' + args.level if args.level else 'classes'}")
+        print(f"dermlearn: error: {exc}", file=sys.stderr)
+        return 1
     if result is None:  # a worker process: rank 0 reports
         return 0
     print(f"wrote {result.out}: {result.n_images} images ({result.n_scored} scored now, "

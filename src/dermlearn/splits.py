@@ -39,6 +39,11 @@ def _grouped_folds(labels: np.ndarray, groups: np.ndarray, n_splits: int,
     """Fold index (0..n_splits-1) per sample, stratified by label, grouped by group."""
     if len(np.unique(groups)) < n_splits:
         raise DataError(f"cannot make {n_splits} grouped folds from {len(np.unique(groups))} groups")
+    largest = int(np.unique(labels, return_counts=True)[1].max())
+    if largest < n_splits:  # scikit-learn's own ValueError would be a traceback
+        raise SplitError(f"cannot make {n_splits} stratified parts: every class has fewer than "
+                         f"{n_splits} images (the largest has {largest}); ask for fewer folds "
+                         f"or a larger validation/test fraction, or add images")
     folds = np.empty(len(labels), dtype=int)
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # rare classes with fewer groups than folds are expected

@@ -3,11 +3,17 @@
 >>> result = predict_distributed("runs/ham/model", "photos/", "preds.csv", devices=4)
 >>> result.n_scored, result.n_reused      # images scored now, images taken from earlier parts
 
-Every process scores a disjoint share of the images not yet scored (Lightning's unrepeated
-distributed sampler over them) and appends its rows to ``OUT.parts/rank-K.csv`` after every
+Every process scores a disjoint share of the images not yet scored (every world-th one, from
+its global rank on) and appends its rows to ``OUT.parts/rank-K.csv`` after every
 batch (``index`` = position in the input order, ``image``, one probability per class). When all
 processes are done, global rank 0 merges the parts into ``OUT``: ISIC format (``image`` then one
 column per class, or per ``level`` group via PA) in the input order, each image exactly once.
+
+An image that cannot be decoded does not stop the job: its process records it in
+``OUT.parts/unreadable-rank-K.csv`` (``index``, ``image``, ``reason``) and scores the rest; the
+merge writes every readable image's row and then raises :class:`UnreadableImagesError` naming
+each unreadable file, as single-process :func:`~dermlearn.serving.predict` does. Unreadable
+images are tried again by the next run (a replaced file is scored then).
 
 Resuming: a killed job is started again with the same command. Rows already in any part file
 (whatever number of processes wrote them) are kept and only the missing images are scored; a
@@ -36,8 +42,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from dermlearn.atomic import atomic_write, check_output_dir, check_output_file
 from dermlearn.data.images import read_image
-from dermlearn.errors import DermlearnError
-from dermlearn.serving.predictor import Predictor, resolve_inputs
+from dermlearn.errors import DermlearnError, ImageDecodeError
+from dermlearn.serving.predictor import Predictor, UnreadableImagesError, resolve_inputs
 from dermlearn.training.distributed import env_rank, world_size
 
 
@@ -64,12 +70,14 @@ def parts_dir(out: str | Path) -> Path:
 
 
 class _IndexedImages(Dataset):
-    """Items ``(image (3, H, W), metadata (M,), index in the input list)`` for the given input
-    positions; ``metadata`` (N, M) is the encoded age/sex/site per input (M = 0: none)."""
+    """Items ``(image (3, H, W), metadata (M,), index in the input list, reason)`` for the given
+    input positions; ``metadata`` (N, M) is the encoded age/sex/site per input (M = 0: none).
+    An undecodable image comes back as zeros of ``input_size`` with the reason (else "")."""
 
     def __init__(self, paths: Sequence[str], indices: Sequence[int], transform,
-                 metadata: np.ndarray | None = None):
+                 input_size: Sequence[int], metadata: np.ndarray | None = None):
         self.paths, self.indices, self.transform = list(paths), list(indices), transform
+        self.input_size = tuple(input_size)
         self.metadata = torch.from_numpy(metadata if metadata is not None
                                          else np.zeros((len(self.paths), 0), np.float32))
 
@@ -78,7 +86,24 @@ class _IndexedImages(Dataset):
 
     def __getitem__(self, item: int):
         index = self.indices[item]
-        return self.transform(read_image(self.paths[index])), self.metadata[index], index
+        try:
+            image, reason = self.transform(read_image(self.paths[index])), ""
+        except ImageDecodeError as exc:
+            image, reason = torch.zeros(self.input_size), exc.reason or str(exc)
+        return image, self.metadata[index], index, reason
+
+
+def read_unreadable(directory: str | Path) -> dict[int, str]:
+    """Images recorded as undecodable in ``directory``'s ``unreadable-rank-*.csv``: input
+    index -> reason (complete lines only; the last record of an index wins)."""
+    found: dict[int, str] = {}
+    for path in sorted(Path(directory).glob("unreadable-rank-*.csv")):
+        text = path.read_text(encoding="utf-8")
+        text = text[: text.rfind("\n") + 1]
+        for row in csv.DictReader(io.StringIO(text)):
+            if (row.get("index") or "").isdigit():
+                found[int(row["index"])] = row.get("reason") or "unreadable"
+    return found
 
 
 def read_parts(directory: str | Path, n_columns: int) -> dict[int, np.ndarray]:
@@ -146,25 +171,42 @@ class PredictModule(L.LightningModule):
         self.predictor.device = self.device
 
     def predict_step(self, batch, batch_idx):
-        images, metadata, index = batch
-        metadata = metadata.cpu() if metadata.shape[1] else None
-        return index.cpu().numpy(), self.predictor.predict_batch(images, metadata, tta=self.tta)
+        """(indices (N,), probabilities (N, C) with NaN rows for unreadable images, reasons)."""
+        images, metadata, index, reasons = batch
+        ok = torch.tensor([not r for r in reasons], dtype=torch.bool)
+        probs = np.full((len(index), len(self.predictor.classes)), np.nan)
+        if ok.any():
+            keep = ok.to(images.device)
+            meta = metadata[keep].cpu() if metadata.shape[1] else None
+            probs[ok.numpy()] = self.predictor.predict_batch(images[keep], meta, tta=self.tta)
+        return index.cpu().numpy(), probs, list(reasons)
 
 
 class PartWriter(BasePredictionWriter):
-    """Appends each batch's rows to ``rank-K.csv`` in ``directory`` (K: the global rank)."""
+    """Appends each batch's rows to ``rank-K.csv`` in ``directory`` (K: the global rank), and
+    its unreadable images to ``unreadable-rank-K.csv``; with ``write=False`` (a process that
+    only pads) nothing."""
 
-    def __init__(self, directory: Path, ids: Sequence[str], classes: Sequence[str]):
+    def __init__(self, directory: Path, ids: Sequence[str], classes: Sequence[str],
+                 write: bool = True):
         super().__init__(write_interval="batch")
         self.directory, self.ids, self.classes = Path(directory), list(ids), list(classes)
+        self.write = write
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,
                            batch_idx, dataloader_idx=0) -> None:
-        index, probs = prediction
+        if not self.write:
+            return
+        index, probs, reasons = prediction
         rows = [[int(i), self.ids[int(i)], *(f"{p:.9g}" for p in row)]
-                for i, row in zip(index, probs)]
-        _append_rows(self.directory / f"rank-{trainer.global_rank}.csv",
-                     ["index", "image", *self.classes], rows)
+                for i, row, reason in zip(index, probs, reasons) if not reason]
+        if rows:
+            _append_rows(self.directory / f"rank-{trainer.global_rank}.csv",
+                         ["index", "image", *self.classes], rows)
+        bad = [[int(i), self.ids[int(i)], reason] for i, reason in zip(index, reasons) if reason]
+        if bad:
+            _append_rows(self.directory / f"unreadable-rank-{trainer.global_rank}.csv",
+                         ["index", "image", "reason"], bad)
 
 
 def _check_meta(directory: Path, meta: dict, write: bool) -> None:
@@ -223,15 +265,21 @@ def predict_distributed(model_dir: str | Path, inputs: str | Path | Sequence[str
     done = read_parts(parts, len(predictor.classes))
     remaining = [i for i in range(len(paths)) if i not in done]
     if remaining:
-        loader = DataLoader(_IndexedImages(paths, remaining, predictor.transform, encoded),
+        # Each process takes every world-th missing image: disjoint shares. With fewer images
+        # left than processes, one without a share scores a copy of the first and writes
+        # nothing (Lightning needs a batch in every process).
+        share = remaining[rank::world]
+        loader = DataLoader(_IndexedImages(paths, share or remaining[:1], predictor.transform,
+                                           predictor.preprocess.input_size, encoded),
                             batch_size=batch_size, num_workers=num_workers,
                             persistent_workers=False, pin_memory=device == "cuda")
         trainer = L.Trainer(
             accelerator=accelerator(device), devices=devices, num_nodes=num_nodes,
             strategy=lightning_strategy(strategy, world, device), logger=False,
-            callbacks=[PartWriter(parts, ids, predictor.classes), ThreadsPerProcess()],
+            callbacks=[PartWriter(parts, ids, predictor.classes, write=bool(share)),
+                       ThreadsPerProcess()],
             enable_progress_bar=progress, enable_model_summary=False,
-            default_root_dir=str(parts))
+            use_distributed_sampler=False, default_root_dir=str(parts))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             module = PredictModule(predictor.directory or model_dir, tta)
@@ -241,23 +289,32 @@ def predict_distributed(model_dir: str | Path, inputs: str | Path | Sequence[str
             return None
     elif rank != 0:
         return None
-    return _merge(predictor, ids, parts, out, level, float_format, n_scored=len(remaining))
+    return _merge(predictor, ids, paths, parts, out, level, float_format,
+                  n_scored=len(remaining))
 
 
-def _merge(predictor: Predictor, ids: list[str], parts: Path, out: Path, level: str | None,
-           float_format: str, n_scored: int) -> DistributedPrediction:
+def _merge(predictor: Predictor, ids: list[str], paths: list[str], parts: Path, out: Path,
+           level: str | None, float_format: str, n_scored: int) -> DistributedPrediction:
+    """Write ``out`` from the part files (input order); raises UnreadableImagesError, after
+    writing, when some images could not be decoded."""
     done = read_parts(parts, len(predictor.classes))
-    missing = [i for i in range(len(ids)) if i not in done]
+    unreadable = {i: reason for i, reason in read_unreadable(parts).items() if i not in done}
+    missing = [i for i in range(len(ids)) if i not in done and i not in unreadable]
     if missing:
         raise DistributedPredictionError(f"{len(missing)} of {len(ids)} images have no row in "
                                          f"{parts} (e.g. {ids[missing[0]]}); run again to "
                                          f"score them")
-    probs = np.stack([done[i] for i in range(len(ids))])
+    scored = [i for i in range(len(ids)) if i in done]
+    probs = np.stack([done[i] for i in scored]) if scored \
+        else np.zeros((0, len(predictor.classes)))
     columns = list(predictor.classes)
     if level:
         probs, columns = predictor.to_level(probs, level)
     table = pd.DataFrame(probs, columns=columns)
-    table.insert(0, "image", ids)
+    table.insert(0, "image", [ids[i] for i in scored])
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: table.to_csv(tmp, index=False, float_format=float_format))
+    if unreadable:
+        raise UnreadableImagesError([(paths[i], unreadable[i]) for i in sorted(unreadable)],
+                                    len(ids), table)
     return DistributedPrediction(table, out, parts, len(ids), n_scored, len(ids) - n_scored)
