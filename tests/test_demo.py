@@ -119,8 +119,9 @@ def test_demo_trains_the_classes_it_shows(tmp_path, monkeypatch):
         raise Stopped
 
     monkeypatch.setattr(run_module, "train", stop)
-    data = make_synthetic_dataset(tmp_path / "data", n_lesions_per_class=4, images_per_lesion=(1, 1),
-                                  classes=("mel", "nv", "bkl", "bcc"), size=48, seed=0)
+    data = make_synthetic_dataset(tmp_path / "data", n_lesions_per_class=4,
+                                  images_per_lesion=(1, 1), classes=("mel", "nv", "bkl", "bcc"),
+                                  size=48, seed=0)
     manifest = load(data)
     for size in (None, 9):
         with pytest.raises(Stopped):

@@ -228,8 +228,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                              "taxonomy it was trained with")
     if args.predictions:
         metrics = evaluate_predictions_csv(args.predictions, args.data, out=args.out,
-                                           taxonomy=args.taxonomy, readers=args.readers, n_boot=args.bootstrap,
-                                           seed=args.seed)
+                                           taxonomy=args.taxonomy, readers=args.readers,
+                                           n_boot=args.bootstrap, seed=args.seed)
     else:
         metrics = evaluate_model(args.model, args.data, args.out, part=args.part, tta=args.tta,
                                  readers=args.readers, n_boot=args.bootstrap, seed=args.seed,
@@ -261,8 +261,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
     predictor = Predictor.load(args.model)
     written = embed(predictor, load(args.data, taxonomy=predictor.taxonomy), args.out,
-                    seed=args.seed,
-                    progress=not args.quiet)
+                    seed=args.seed, progress=not args.quiet)
     print("wrote " + ", ".join(str(p) for p in written.values()))
     return 0
 

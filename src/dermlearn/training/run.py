@@ -416,9 +416,10 @@ def train(data: str | Path | None = None, out: str | Path = "runs/run", *,
 
     ``recipe`` is a name from :data:`~dermlearn.training.recipes.RECIPES` or a Recipe;
     ``overrides`` replace recipe fields. ``taxonomy`` reads the labels (built-in name, YAML/JSON
-    file or ``"flat"``; default ``"dermatology"``); the tree is saved with the run and the model. With ``recipe.folds > 1`` one model per lesion-grouped
-    fold is trained, saved as an ensemble, and metrics are given per fold, as mean +- sd and on
-    the pooled out-of-fold predictions.
+    file or ``"flat"``; default ``"dermatology"``); the tree is saved with the run and the
+    model. With ``recipe.folds > 1`` one model per lesion-grouped fold is trained, saved as an
+    ensemble, and metrics are given per fold, as mean +- sd and on the pooled out-of-fold
+    predictions.
     """
     out = Path(out)
     run_file = out / "run.json"
