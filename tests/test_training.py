@@ -437,6 +437,8 @@ def test_custom_taxonomy_is_trained_saved_resumed_and_evaluated(tiny_data, tmp_p
     assert json.loads((run / "model" / "config.json").read_text())["taxonomy"]["name"] == "spots"
     # the run reads its data with its own tree when resumed (nothing is left to train here)
     assert train(out=run, resume=True, progress=False)["classes"] == metrics["classes"]
+    with pytest.raises(RunError, match="drop data, taxonomy"):  # nothing is silently ignored
+        train(data, run, resume=True, taxonomy="flat", progress=False)
 
     report = evaluate_model(run, data, tmp_path / "eval", n_boot=20, explain=None, embed=False,
                             progress=False)

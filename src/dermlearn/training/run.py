@@ -427,6 +427,15 @@ def train(data: str | Path | None = None, out: str | Path = "runs/run", *,
     if resume:
         if not run_file.exists():
             raise RunError(f"{out}: nothing to resume (no run.json)")
+        ignored = [name for name, given in (
+            ("data", data is not None), ("recipe", not (isinstance(recipe, str)
+                                                        and recipe == "default")),
+            ("overrides", bool(overrides)), ("device", device != "auto"),
+            ("feature_cache", feature_cache is not None), ("taxonomy", taxonomy is not None))
+            if given]
+        if ignored:
+            raise RunError(f"{out}: a resumed run continues with the data, recipe and settings "
+                           f"of its run.json; drop {', '.join(ignored)} (or start a new run)")
         try:
             state = json.loads(run_file.read_text())
             recipe_obj = Recipe(**state["recipe"])
