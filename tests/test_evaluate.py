@@ -53,6 +53,14 @@ def test_cli_evaluate_predictions(csvs, capsys):
     printed = capsys.readouterr().out
     assert "balanced accuracy" in printed and "evaluation (n=" in printed
     assert (folder / "cli" / "report.html").is_file()
+    # classes of one's own, read as they are (a truth CSV with --taxonomy flat)
+    own = {"MEL": "x", "NV": "y", "BCC": "z", "mel": "x", "nv": "y", "bcc": "z"}
+    for name in ("truth.csv", "preds.csv"):
+        pd.read_csv(folder / name).rename(columns=own).to_csv(folder / f"own-{name}", index=False)
+    assert main(["evaluate", "--predictions", str(folder / "own-preds.csv"),
+                 str(folder / "own-truth.csv"), "--out", str(folder / "own"), "--taxonomy", "flat",
+                 "--bootstrap", "20"]) == 0
+    assert "per-class AUC: x " in capsys.readouterr().out
 
 
 def test_bad_predictions_name_the_rows(csvs):

@@ -143,30 +143,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _columns(table, level: str | None) -> str:
+    """'C classes' or 'G groups of LEVEL' for a prediction table (``image`` + one column each)."""
+    return f"{len(table.columns) - 1} {'groups of ' + level if level else 'classes'}"
+
+
 def _cmd_predict_distributed(args: argparse.Namespace) -> int:
     from dermlearn.serving.distributed import predict_distributed
+    from dermlearn.serving.predictor import UnreadableImagesError
 
     if getattr(args, "backend", "torch") not in ("torch", "auto"):
         raise DermlearnError("--devices/--num-nodes > 1 runs the torch backend (Lightning DDP); "
                              "drop --backend onnx or use one process")
-
-    from dermlearn.serving.predictor import UnreadableImagesError
-
     try:
         result = predict_distributed(args.model, args.inputs, args.out, devices=args.devices,
                                      num_nodes=args.num_nodes, strategy=args.strategy,
                                      level=args.level, tta=args.tta, batch_size=args.batch_size,
                                      num_workers=args.num_workers, progress=not args.quiet)
     except UnreadableImagesError as exc:  # the readable images' rows were written
-        print(f"wrote {args.out}: {len(exc.table)} images x {len(exc.table.columns) - 1} "
-              f"{'groups of ' + args.level if args.level else 'classes'}")
+        print(f"wrote {args.out}: {len(exc.table)} images x {_columns(exc.table, args.level)}")
         print(f"dermlearn: error: {exc}", file=sys.stderr)
         return 1
     if result is None:  # a worker process: rank 0 reports
         return 0
     print(f"wrote {result.out}: {result.n_images} images ({result.n_scored} scored now, "
-          f"{result.n_reused} from {result.parts}) x {len(result.table.columns) - 1} "
-          f"{'groups of ' + args.level if args.level else 'classes'}")
+          f"{result.n_reused} from {result.parts}) x {_columns(result.table, args.level)}")
     return 0
 
 
@@ -186,8 +187,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         table, unreadable = exc.table, exc
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6f"))
-    print(f"wrote {out}: {len(table)} images x {len(table.columns) - 1} "
-          f"{'groups of ' + args.level if args.level else 'classes'}")
+    print(f"wrote {out}: {len(table)} images x {_columns(table, args.level)}")
     if unreadable is not None:
         print(f"dermlearn: error: {unreadable}", file=sys.stderr)
         return 1

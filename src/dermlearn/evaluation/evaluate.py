@@ -92,11 +92,13 @@ def _metadata(manifest: Manifest) -> pd.DataFrame:
     return manifest.table[[c for c in ("sex", "age", "site") if c in manifest.table]]
 
 
-def read_truth_csv(path: str | Path, taxonomy: Taxonomy) -> Manifest:
+def read_truth_csv(path: str | Path, taxonomy: str | Path | Taxonomy = "dermatology") -> Manifest:
     """A label-only Manifest (no images needed) from a ground-truth CSV: ``image`` (or
     ``image_id``) and either a ``label``/``diagnosis``/``dx`` column or one-hot class columns as
-    in the ISIC challenges (``MEL, NV, ...``). Labels are resolved through ``taxonomy``."""
+    in the ISIC challenges (``MEL, NV, ...``). Labels are resolved through ``taxonomy`` (as in
+    :func:`~dermlearn.data.load`: a tree, or ``"flat"`` for the labels as they are)."""
     from dermlearn.errors import DataError
+    from dermlearn.taxonomy import load_taxonomy
 
     table = pd.read_csv(path, dtype={"image": str, "image_id": str})
     ids = table["image"] if "image" in table else table.get("image_id")
@@ -113,6 +115,8 @@ def read_truth_csv(path: str | Path, taxonomy: Taxonomy) -> Manifest:
             raise DataError(f"{path}: no label column and the class columns are not one-hot "
                             f"(each row needs exactly one 1)")
         raw = onehot.idxmax(axis=1)
+    taxonomy = (Taxonomy.flat(sorted({str(v).strip() for v in raw}))
+                if isinstance(taxonomy, str) and taxonomy == "flat" else load_taxonomy(taxonomy))
     labels = [taxonomy.resolve(v, context=f"{path} row {i + 2}") for i, v in enumerate(raw)]
     from dermlearn.data.manifest import COLUMNS
 
@@ -135,9 +139,7 @@ def evaluate_predictions_csv(predictions: str | Path | pd.DataFrame, data: str |
     if isinstance(data, Manifest):
         manifest = data
     elif Path(str(data)).is_file() and str(data).lower().endswith(".csv"):
-        from dermlearn.taxonomy import load_taxonomy
-
-        manifest = read_truth_csv(data, load_taxonomy(taxonomy or "dermatology"))
+        manifest = read_truth_csv(data, taxonomy or "dermatology")
     else:
         manifest = load(data, taxonomy=taxonomy or "dermatology")
     frame = read_predictions(predictions)

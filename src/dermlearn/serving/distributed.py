@@ -43,7 +43,8 @@ from torch.utils.data import DataLoader, Dataset
 from dermlearn.atomic import atomic_write, check_output_dir, check_output_file
 from dermlearn.data.images import read_image
 from dermlearn.errors import DermlearnError, ImageDecodeError
-from dermlearn.serving.predictor import Predictor, UnreadableImagesError, resolve_inputs
+from dermlearn.serving.predictor import (Predictor, UnreadableImagesError, resolve_inputs,
+                                         score_readable)
 from dermlearn.training.distributed import env_rank, world_size
 
 
@@ -93,14 +94,18 @@ class _IndexedImages(Dataset):
         return image, self.metadata[index], index, reason
 
 
+def _complete_lines(path: Path) -> str:
+    """``path``'s text up to its last newline: a line torn by a kill is left out."""
+    text = path.read_text(encoding="utf-8")
+    return text[: text.rfind("\n") + 1]
+
+
 def read_unreadable(directory: str | Path) -> dict[int, str]:
     """Images recorded as undecodable in ``directory``'s ``unreadable-rank-*.csv``: input
     index -> reason (complete lines only; the last record of an index wins)."""
     found: dict[int, str] = {}
     for path in sorted(Path(directory).glob("unreadable-rank-*.csv")):
-        text = path.read_text(encoding="utf-8")
-        text = text[: text.rfind("\n") + 1]
-        for row in csv.DictReader(io.StringIO(text)):
+        for row in csv.DictReader(io.StringIO(_complete_lines(path))):
             if (row.get("index") or "").isdigit():
                 found[int(row["index"])] = row.get("reason") or "unreadable"
     return found
@@ -114,8 +119,7 @@ def read_parts(directory: str | Path, n_columns: int) -> dict[int, np.ndarray]:
     """
     done: dict[int, np.ndarray] = {}
     for path in sorted(Path(directory).glob("rank-*.csv")):
-        text = path.read_text(encoding="utf-8")
-        text = text[: text.rfind("\n") + 1]
+        text = _complete_lines(path)
         if not text:
             continue
         frame = pd.read_csv(io.StringIO(text), dtype={"image": str}, on_bad_lines="skip",
@@ -173,12 +177,10 @@ class PredictModule(L.LightningModule):
     def predict_step(self, batch, batch_idx):
         """(indices (N,), probabilities (N, C) with NaN rows for unreadable images, reasons)."""
         images, metadata, index, reasons = batch
-        ok = torch.tensor([not r for r in reasons], dtype=torch.bool)
-        probs = np.full((len(index), len(self.predictor.classes)), np.nan)
-        if ok.any():
-            keep = ok.to(images.device)
-            meta = metadata[keep].cpu() if metadata.shape[1] else None
-            probs[ok.numpy()] = self.predictor.predict_batch(images[keep], meta, tta=self.tta)
+        probs = score_readable(self.predictor, images,
+                               metadata.cpu() if metadata.shape[1] else None,
+                               np.array([not r for r in reasons]),
+                               len(self.predictor.classes), self.tta)
         return index.cpu().numpy(), probs, list(reasons)
 
 

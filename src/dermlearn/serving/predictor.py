@@ -62,6 +62,21 @@ class _SkipUnreadable(Dataset):
                     exc.reason or str(exc))
 
 
+def score_readable(runner, images: torch.Tensor, metadata: torch.Tensor | None, ok: np.ndarray,
+                   n_classes: int, tta: int = 1) -> np.ndarray:
+    """Probabilities (N, C) from ``runner.predict_batch`` (a Predictor or a backend) for the
+    images marked readable in ``ok`` (N,); NaN rows for the others (placeholders)."""
+    if ok.all():
+        return runner.predict_batch(images, metadata, tta=tta)
+    probs = np.full((len(images), n_classes), np.nan)
+    if ok.any():
+        keep = torch.from_numpy(ok)
+        probs[ok] = runner.predict_batch(
+            images[keep.to(images.device)],
+            None if metadata is None else metadata[keep.to(metadata.device)], tta=tta)
+    return probs
+
+
 def check_batch_size(batch_size: int, what: str = "batch size") -> int:
     """``batch_size`` as an int >= 1, else a DermlearnError naming it as ``what``."""
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
@@ -224,18 +239,12 @@ class Predictor:
         out, start = [], 0
         with tqdm(total=len(paths), unit="img", desc="predicting", disable=not progress) as bar:
             for batch, meta, reasons in loader:
-                probs = np.full((len(batch), len(self.classes)), np.nan)
                 ok = np.array([not r for r in reasons]) if skip else np.ones(len(batch), bool)
                 if skip:
                     unreadable.extend((paths[start + i], reasons[i])
                                       for i in np.flatnonzero(~ok))
-                if ok.all():
-                    probs = runner.predict_batch(batch, meta if fuse else None, tta=tta)
-                elif ok.any():
-                    keep = torch.from_numpy(ok)
-                    probs[ok] = runner.predict_batch(batch[keep], meta[keep] if fuse else None,
-                                                     tta=tta)
-                out.append(probs)
+                out.append(score_readable(runner, batch, meta if fuse else None, ok,
+                                          len(self.classes), tta))
                 start += len(batch)
                 bar.update(len(batch))
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
