@@ -119,9 +119,9 @@ def bench_inference(args, manifest, rows, rows_out: list, tmp: Path) -> dict:
     from serving_fixtures import make_tiny_model
 
     from dermlearn.data.images import read_image
-    from dermlearn.serving.backends import OnnxBackend
-    from dermlearn.serving.onnx_export import ensure_onnx
-    from dermlearn.serving.predictor import Predictor, predict
+    from dermlearn.inference.backends import OnnxBackend
+    from dermlearn.inference.onnx_export import ensure_onnx
+    from dermlearn.inference.predictor import Predictor, predict
 
     model_dir = make_tiny_model(tmp / "model", image_size=args.size)
     predictor = Predictor.load(model_dir)
@@ -247,7 +247,7 @@ def train_lightning(manifest, rows, recipe, epochs: int, cache_root: Path | None
     from torch.utils.data import DataLoader
 
     from dermlearn.training.callbacks import weight_ema
-    from dermlearn.training.dataset import EpochSampler
+    from dermlearn.training.sampler import EpochSampler
     from dermlearn.training.module import LesionModule
     from dermlearn.training.run import _preprocess_config
 

@@ -21,8 +21,8 @@ import torch
 
 from dermlearn.data import load
 from dermlearn.evaluation.evaluate import evaluation_rows
-from dermlearn.serving.ood import image_features, load_ood
-from dermlearn.serving.predictor import Predictor
+from dermlearn.inference.ood import image_features, load_ood
+from dermlearn.inference.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 

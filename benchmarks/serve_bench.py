@@ -63,7 +63,7 @@ def raw_latency(model: Path, backend: str, threads: int, data: bytes, repeats: i
                 ) -> dict[str, float]:
     """Median in-process latency (ms) of one image: model call, and decode + preprocess + model."""
     from dermlearn.data.images import read_image
-    from dermlearn.serving.backends import create_backend
+    from dermlearn.inference.backends import create_backend
 
     engine = create_backend(model, backend, threads=threads)
     image = read_image(data)

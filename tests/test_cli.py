@@ -91,13 +91,12 @@ def places(tmp_path):
 ])
 def test_output_path_errors_come_before_the_work(tiny, places, monkeypatch, capsys, command,
                                                  out, problem):
-    import dermlearn.serving.predictor as predictor
+    import dermlearn.inference.scoring as scoring
 
     def no_work(*args, **kwargs):
         raise AssertionError("predicted before checking --out")
 
-    monkeypatch.setattr(predictor, "predict", no_work)
-    monkeypatch.setattr(predictor.Predictor, "predict_paths", no_work)
+    monkeypatch.setattr(scoring, "score_images", no_work)
     argv = [str(tiny / "model") if a == "MODEL" else str(tiny / "data") if a == "DATA" else
             a.replace("PHOTOS", str(tiny / "photos")) for a in command.split()]
     assert main([*argv, "--out", str(places / out)]) == 2
@@ -127,9 +126,9 @@ def test_threads_zero_still_means_all_cores():
 
 def test_bad_numbers_and_keep_uploads_are_refused_by_the_python_api(tiny, places):
     from dermlearn.atomic import OutputPathError
-    from dermlearn.serving import predict
-    from dermlearn.serving.backends import TorchBackend, create_backend
-    from dermlearn.serving.predictor import Predictor
+    from dermlearn.inference import predict
+    from dermlearn.inference.backends import TorchBackend, create_backend
+    from dermlearn.inference.predictor import Predictor
     from dermlearn.serving.server import serve
 
     photos = str(tiny / "photos" / "a.jpg")
@@ -166,7 +165,7 @@ def test_predict_writes_every_readable_image_then_names_the_unreadable(tiny, tmp
 def test_predict_api_keeps_the_readable_rows_in_the_error(tiny):
     import numpy as np
 
-    from dermlearn.serving import UnreadableImagesError, predict
+    from dermlearn.inference import UnreadableImagesError, predict
 
     with pytest.raises(UnreadableImagesError) as info:
         predict(tiny / "model", tiny / "photos", level="malignant_vs_benign")
@@ -180,10 +179,10 @@ def test_predict_api_keeps_the_readable_rows_in_the_error(tiny):
 
 
 def test_predict_refuses_an_unknown_level_before_scoring(tiny, monkeypatch):
-    from dermlearn.serving import predict
-    from dermlearn.serving.predictor import Predictor
+    import dermlearn.inference.prediction as predict_module
+    from dermlearn.inference import predict
 
-    monkeypatch.setattr(Predictor, "predict_paths", lambda *a, **k: pytest.fail("scored"))
+    monkeypatch.setattr(predict_module, "score_images", lambda *a, **k: pytest.fail("scored"))
     with pytest.raises(DermlearnError, match="unknown level 'nosuch'"):
         predict(tiny / "model", tiny / "photos", level="nosuch")
 

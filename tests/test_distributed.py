@@ -27,9 +27,9 @@ import pytest
 from safetensors.torch import load_file
 
 from dermlearn.data.synthetic import make_synthetic_dataset
-from dermlearn.serving import predict
-from dermlearn.serving.distributed import parts_dir, predict_distributed, read_parts
-from dermlearn.training.dataset import EpochSampler
+from dermlearn.inference import predict
+from dermlearn.inference.distributed import parts_dir, predict_distributed, read_parts
+from dermlearn.training.sampler import EpochSampler
 from dermlearn.training.run import train
 
 CLASSES = ["nv", "bkl", "mel"]

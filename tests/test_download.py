@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from dermlearn.data import download as dl
+from dermlearn.data.archives import extract_archive
 from dermlearn.data.download import (MIRROR_ENV, SOURCES, RemoteFile, describe,
-                                     download_dataset, download_file, extract_archive,
-                                     mirror_url)
+                                     download_dataset, mirror_url)
+from dermlearn.data.fetch import download_file
 from dermlearn.errors import DownloadError
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(32) + b"\xff\xd9"

@@ -11,6 +11,7 @@ from torch import nn
 
 from dermlearn.data.synthetic import render_lesion
 from dermlearn.errors import DermlearnError
+from dermlearn.inference import score_images
 from dermlearn.explain import (
     METHODS,
     Explanation,
@@ -32,7 +33,7 @@ from dermlearn.explain import (
 )
 from dermlearn.models import PreprocessConfig, create_backbone, eval_transform
 from dermlearn.models.lesion_classifier import LesionClassifier
-from dermlearn.serving import Predictor
+from dermlearn.inference import Predictor
 from dermlearn.taxonomy import load_taxonomy
 
 CLASSES = ["nv", "bkl", "mel"]
@@ -563,7 +564,7 @@ def test_embed_writes_the_table_and_both_figures(predictor, tmp_path):
     assert len(table) == len(labels) and table["image_id"].tolist() == [f"s{i}" for i in range(8)]
     assert table["label"].tolist() == labels and set(table["predicted"]) <= set(CLASSES)
     assert table.loc[table["label"] == "df", "correct"].isna().all()  # df is not a model class
-    probs = predictor.predict_paths(paths)
+    probs = score_images(predictor, paths).probabilities
     assert table["predicted"].tolist() == [CLASSES[i] for i in probs.argmax(1)]
     assert np.isfinite(table[["x", "y"]].to_numpy()).all()
     for key in ("by_class", "by_correctness"):

@@ -12,7 +12,7 @@ from PIL import Image
 from dermlearn.errors import ImageDecodeError
 from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
 from dermlearn.training.augment import train_transform
-from dermlearn.training.dataset import LesionDataset
+from dermlearn.data.dataset import ImageDataset
 from dermlearn.training.image_cache import ImageCache, cache_side
 from dermlearn.training.recipes import get_recipe
 
@@ -75,9 +75,10 @@ def test_dataset_uses_cache_and_augments_after_it(tmp_path):
     paths = [str(_photo(tmp_path / f"{i}.jpg", seed=i)) for i in range(3)]
     cfg = PreprocessConfig(input_size=(3, 64, 64))
     cache = ImageCache(tmp_path / "cache", side=cache_side(64, cfg.crop_pct))
-    ds = LesionDataset(paths, [0, 1, 0], train_transform("default", cfg), image_cache=cache)
-    a, _, _ = ds[(0, 1)]
-    b, _, _ = ds[(0, 2)]
+    ds = ImageDataset(paths, train_transform("default", cfg), targets=[0, 1, 0],
+                      image_cache=cache)
+    a = ds[(0, 1)].image
+    b = ds[(0, 2)].image
     assert a.shape == (3, 64, 64) and not torch.equal(a, b)  # different augmentation seeds
     assert torch.equal(ds[(0, 1)][0], a)  # same seed, from the cache: same sample
     assert cache.misses == 1 and cache.hits == 2

@@ -61,9 +61,9 @@ def test_bytes_and_pixel_limit():
 def test_decode_error_keeps_its_type_and_file_through_a_worker():
     from torch.utils.data import DataLoader
 
-    from dermlearn.training.dataset import LesionDataset
+    from dermlearn.data.dataset import ImageDataset
 
-    data = LesionDataset([str(BAD / "truncated.jpg")], [0], transform=lambda img: img)
+    data = ImageDataset([str(BAD / "truncated.jpg")], transform=lambda img: img)
     with pytest.raises(ImageDecodeError) as info:
         next(iter(DataLoader(data, num_workers=1, collate_fn=lambda batch: batch)))
     assert info.value.path.endswith("truncated.jpg") and "truncated" in info.value.reason

@@ -23,8 +23,8 @@ from PIL import Image
 
 from dermlearn.serving.app import STATIC_DIR, create_app
 from dermlearn.serving.batching import MicroBatcher
-from dermlearn.serving.ood import fit_ood
-from dermlearn.serving.predictor import Predictor
+from dermlearn.inference.ood import fit_ood
+from dermlearn.inference.predictor import Predictor
 
 from conftest import BAD
 from serving_fixtures import HAM7, jpeg_bytes, lesion_paths, make_tiny_model, png_bytes, \

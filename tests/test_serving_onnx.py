@@ -12,9 +12,9 @@ import torch
 from dermlearn.cli import main
 from dermlearn.data.images import read_image
 from dermlearn.errors import DermlearnError
-from dermlearn.serving.backends import OnnxBackend, TorchBackend, create_backend
-from dermlearn.serving.onnx_export import DIGEST_KEY, ONNX_FILE, ensure_onnx, metadata_dict, read_onnx_metadata
-from dermlearn.serving.predictor import Predictor
+from dermlearn.inference.backends import OnnxBackend, TorchBackend, create_backend
+from dermlearn.inference.onnx_export import DIGEST_KEY, ONNX_FILE, ensure_onnx, metadata_dict, read_onnx_metadata
+from dermlearn.inference.predictor import Predictor
 
 from serving_fixtures import HAM7, lesion_paths, make_tiny_model
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from dermlearn.data.images import read_image
-from dermlearn.serving.model_card import feature_digest
-from dermlearn.serving.ood import OOD_JSON, OOD_WEIGHTS, fit_ood, fit_ood_features, load_ood
-from dermlearn.serving.predictor import Predictor
+from dermlearn.inference.identity import feature_digest
+from dermlearn.inference.ood import OOD_JSON, OOD_WEIGHTS, fit_ood, fit_ood_features, load_ood
+from dermlearn.inference.predictor import Predictor
 
 from serving_fixtures import lesion_paths, make_tiny_model, non_lesions
 
@@ -32,7 +32,7 @@ def fitted(tmp_path_factory):
 
 def scores(predictor, detector, images):
     batch = torch.stack([predictor.transform(im) for im in images])
-    return detector.assess(predictor.features_batch(batch))
+    return detector.assess(predictor.run_batch(batch, outputs=("ood",))["ood"])
 
 
 def test_saved_statistics_round_trip(fitted):

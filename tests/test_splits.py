@@ -33,12 +33,32 @@ def synthetic_manifest(n_lesions: int = 300, seed: int = 0, with_patients: bool 
 def test_folds_group_and_stratify():
     m = synthetic_manifest()
     s = make_splits(m, 5, test_fraction=0.2, seed=3)
-    assert set(s["fold"]) == {"0", "1", "2", "3", "4", TEST}
+    assert set(s["fold"]) == {0, 1, 2, 3, 4, TEST} and s["fold"].dtype == np.int64
     assert s.groupby("lesion_id")["fold"].nunique().max() == 1
     assert 0.15 < (s["fold"] == TEST).mean() < 0.25
     assert split_summary(s)["max_dev_pts"].max() < 6  # small set: a few points at most
     pd.testing.assert_frame_equal(s, make_splits(m, 5, test_fraction=0.2, seed=3))
     assert not s["fold"].equals(make_splits(m, 5, test_fraction=0.2, seed=4)["fold"])
+
+
+def test_fold_ids_are_integers_in_memory_and_in_files(tmp_path):
+    """Issue 20, defect 6: ``fold`` held strings, so ``splits[splits.fold == 0]`` was empty."""
+    m = synthetic_manifest()
+    s = make_splits(m, 3, test_fraction=0.2, seed=0)
+    assert (s.fold == 0).sum() > 0 and (s.fold == TEST).sum() > 0
+    saved = save_splits(s, tmp_path / "splits.csv")
+    assert pd.read_csv(saved)["fold"].dtype == np.int64  # plain pandas reads the same ints
+    loaded = load_splits(saved, m)
+    assert loaded["fold"].tolist() == s["fold"].tolist() and (loaded.fold == 0).sum() > 0
+    # A split file of an older version ("0".."K-1", "test") reads as the same ints.
+    legacy = tmp_path / "legacy.csv"
+    s.assign(fold=s["fold"].map(lambda f: "test" if f == TEST else str(f))).to_csv(legacy,
+                                                                                index=False)
+    assert load_splits(legacy, m)["fold"].tolist() == s["fold"].tolist()
+    bad = tmp_path / "bad.csv"
+    s.assign(fold=["x"] + s["fold"].tolist()[1:]).to_csv(bad, index=False)
+    with pytest.raises(DataError, match=r"bad\.csv: 1 fold value\(s\) .* line 2: 'x'"):
+        load_splits(bad, m)
 
 
 def test_patient_grouping():

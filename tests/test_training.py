@@ -23,8 +23,8 @@ from dermlearn.models import PreprocessConfig, create_backbone
 from dermlearn.data.synthetic import make_synthetic_dataset
 from dermlearn.evaluation.calibration import apply_temperature
 from dermlearn.taxonomy import partition
-from dermlearn.serving import Predictor, predict
-from dermlearn.serving.distributed import predict_distributed
+from dermlearn.inference import Predictor, predict, score_images
+from dermlearn.inference.distributed import predict_distributed
 from dermlearn.errors import DermlearnError
 from dermlearn.training.run import RunError, train
 
@@ -97,9 +97,9 @@ def test_modes(tiny_data, tmp_path, mode, extra):
         paths = sub.table["path"].astype(str).tolist()
         expected = apply_temperature(val.loc[sub.image_ids, model.classes].to_numpy(),
                                      model.config.get("temperature", 1.0))
-        np.testing.assert_allclose(model.predict_paths(paths, metadata=sub.table), expected,
-                                   atol=1e-5)
-        assert np.abs(model.predict_paths(paths) - expected).max() > 1e-6
+        scored = score_images(model, paths, metadata=model.encode_metadata(sub.table))
+        np.testing.assert_allclose(scored.probabilities, expected, atol=1e-5)
+        assert np.abs(score_images(model, paths).probabilities - expected).max() > 1e-6
         # `predict` on the dataset passes them too, with either backend (the ONNX export has
         # a metadata input).
         for backend in ("torch", "onnx"):
@@ -214,12 +214,16 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "dermlearn.cli", *args]
 
 
-@pytest.mark.parametrize("extra", [
-    ["--set", "ema_decay=0", "--set", "mixup_alpha=0.4", "--set", "cutmix_alpha=1.0",
-     "--set", "class_weights=false", "--set", "logit_adjustment=1.0"],
-    []], ids=["no-ema-mixed-logit-adjusted", "default"])
-def test_resume_after_kill_matches_uninterrupted_run(tiny_data, tmp_path, extra):
-    args = ["--epochs", "4", "--image-size", "64", "--batch-size", "8", "--num-workers", "0",
+@pytest.mark.parametrize("workers, extra", [
+    ("0", ["--set", "ema_decay=0", "--set", "mixup_alpha=0.4", "--set", "cutmix_alpha=1.0",
+           "--set", "class_weights=false", "--set", "logit_adjustment=1.0"]),
+    ("0", []),
+    # Issue 20, defect 1: with DataLoader worker processes, a resumed run drew other dropout
+    # masks than an uninterrupted one (starting the workers drew their base seed from the
+    # global generator after the epoch's seed was set); every loader now has its own.
+    ("2", [])], ids=["no-ema-mixed-logit-adjusted", "default", "workers"])
+def test_resume_after_kill_matches_uninterrupted_run(tiny_data, tmp_path, workers, extra):
+    args = ["--epochs", "4", "--image-size", "64", "--batch-size", "8", "--num-workers", workers,
             "--quiet", "--seed", "7", *extra]
     full = tmp_path / "full"
     subprocess.run(_cli("train", str(tiny_data), "--out", str(full), *args), check=True,
@@ -233,9 +237,11 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_data, tmp_path, extra)
         if history.exists() and len(history.read_text().splitlines()) >= 2:  # epoch 0 done
             break
         time.sleep(0.02)
+    time.sleep(0.3)  # into epoch 1: its workers are up and its first steps are running
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
+    assert len(history.read_text().splitlines()) == 2, "killed after epoch 1, not inside it"
     result = subprocess.run(_cli("train", "--resume", str(killed), "--quiet"), capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr
@@ -246,6 +252,8 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_data, tmp_path, extra)
     ma = json.loads((full / "metrics.json").read_text())
     mb = json.loads((killed / "metrics.json").read_text())
     assert ma["balanced_accuracy"] == pytest.approx(mb["balanced_accuracy"])
+    assert pd.read_csv(killed / "history.csv")["train_loss"].tolist() == pytest.approx(
+        pd.read_csv(full / "history.csv")["train_loss"].tolist(), abs=1e-6)
     assert len(pd.read_csv(killed / "history.csv")) == 4
 
 
@@ -280,7 +288,7 @@ def stop_at_training(monkeypatch) -> list:
 
 def test_run_json_records_absolute_data_and_resumes_from_anywhere(tiny_data, tmp_path,
                                                                  monkeypatch, stop_at_training):
-    from dermlearn.evaluation.evaluate import evaluation_rows
+    from dermlearn.inference.unseen import unseen_images
 
     monkeypatch.chdir(tiny_data.parent)
     with pytest.raises(_Stopped):
@@ -295,12 +303,12 @@ def test_run_json_records_absolute_data_and_resumes_from_anywhere(tiny_data, tmp
         train(out=run, resume=True, progress=False)
     assert stop_at_training[0] == stop_at_training[1]
     # Evaluating the run's own data from another folder is seen as the same data.
-    with pytest.raises(DermlearnError, match="would include its training images"):
-        evaluation_rows(run / "model", load(tiny_data), "all")
+    with pytest.raises(DermlearnError, match="trained .* use --part auto"):
+        unseen_images(run / "model", load(tiny_data), "all")
     # So is a copy of it elsewhere (or a path an older run.json kept relative): same images.
     shutil.copytree(tiny_data, tmp_path / "copy")
-    with pytest.raises(DermlearnError, match="would include its training images"):
-        evaluation_rows(run / "model", load(tmp_path / "copy"), "all")
+    with pytest.raises(DermlearnError, match="trained .* use --part auto"):
+        unseen_images(run / "model", load(tmp_path / "copy"), "all")
     # A FORMAT: prefix is kept; the path after it is made absolute.
     monkeypatch.chdir(tiny_data.parent)
     with pytest.raises(_Stopped):

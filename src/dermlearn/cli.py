@@ -14,6 +14,7 @@ from typing import Sequence
 from dermlearn import __version__
 from dermlearn.atomic import check_output_file
 from dermlearn.errors import DermlearnError
+from dermlearn.evaluation.summary import format_metrics
 
 
 # -- data ---------------------------------------------------------------------------
@@ -92,18 +93,11 @@ def _cmd_taxonomy_show(args: argparse.Namespace) -> int:
 
 
 # -- train / predict ------------------------------------------------------------------
-#: CLI flags that override recipe fields (flag dest -> recipe field); unset flags change nothing.
-TRAIN_OVERRIDES = ("backbone", "weights", "mode", "epochs", "batch_size", "lr", "folds",
-                   "val_fraction", "seed", "image_size", "unfreeze", "max_class_size",
-                   "num_workers", "metadata", "head", "precision", "sampler", "class_cap",
-                   "early_stopping", "augment", "devices", "num_nodes", "strategy")
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
-    from dermlearn.training import load_recipe
-    from dermlearn.training.run import train
+    from dermlearn.training import get_recipe, load_recipe
+    from dermlearn.training.recipe_flags import recipe_overrides
 
-    overrides = {k: getattr(args, k) for k in TRAIN_OVERRIDES if getattr(args, k) is not None}
+    overrides = recipe_overrides(args)  # the recipe flags given (generated from the Recipe)
     if args.resume:  # the run's own settings, from its run.json: nothing else may be asked
         given = [f"--{k.replace('_', '-')}" for k in overrides]
         named = {"DATA": args.data, "--out": args.out, "--config": args.config,
@@ -121,6 +115,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise DermlearnError(f"--set expects FIELD=VALUE, got {item!r}")
         overrides[key.strip()] = _parse_value(value)
     if args.resume:
+        from dermlearn.training.run import train
+
         metrics = train(out=args.resume, resume=True, progress=not args.quiet)
         out = args.resume
     else:
@@ -129,17 +125,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.config and args.recipe != "default":
             raise DermlearnError("give the base recipe either as --recipe or as 'recipe: NAME' "
                                  f"in {args.config}, not both")
-        recipe = load_recipe(args.config, **overrides) if args.config else args.recipe
-        metrics = train(args.data, args.out, recipe=recipe,
-                        overrides=None if args.config else overrides, splits=args.splits,
+        # Checked here, before the training stack is imported: a wrong value names its field.
+        recipe = load_recipe(args.config, **overrides) if args.config else \
+            get_recipe(args.recipe, **overrides)
+        from dermlearn.training.run import train
+
+        metrics = train(args.data, args.out, recipe=recipe, splits=args.splits,
                         device=args.device, progress=not args.quiet,
                         feature_cache=args.feature_cache, taxonomy=args.taxonomy)
         out = args.out
     if not metrics:  # a worker process of a data-parallel run: rank 0 reports
         return 0
-    print(_format_metrics(metrics))
-    history = f"   history: {out}/history.csv" if (Path(out) / "history.csv").exists() else ""
-    print(f"\nmodel: {out}/model   metrics: {out}/metrics.json{history}")
+    print(format_metrics(metrics))
+    history = (f"   history: {_join(out, 'history.csv')}"
+               if (Path(out) / "history.csv").exists() else "")
+    print(f"\nmodel: {_join(out, 'model')}   metrics: {_join(out, 'metrics.json')}{history}")
     return 0
 
 
@@ -149,8 +149,8 @@ def _columns(table, level: str | None) -> str:
 
 
 def _cmd_predict_distributed(args: argparse.Namespace) -> int:
-    from dermlearn.serving.distributed import predict_distributed
-    from dermlearn.serving.predictor import UnreadableImagesError
+    from dermlearn.inference import UnreadableImagesError
+    from dermlearn.inference.distributed import predict_distributed
 
     if getattr(args, "backend", "torch") not in ("torch", "auto"):
         raise DermlearnError("--devices/--num-nodes > 1 runs the torch backend (Lightning DDP); "
@@ -176,7 +176,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.devices * args.num_nodes > 1:
         return _cmd_predict_distributed(args)
     from dermlearn.atomic import atomic_write
-    from dermlearn.serving.predictor import UnreadableImagesError, predict
+    from dermlearn.inference import UnreadableImagesError, predict
 
     unreadable = None
     try:
@@ -206,7 +206,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from dermlearn.serving.onnx_export import export_onnx, read_onnx_metadata
+    from dermlearn.inference.onnx_export import export_onnx, read_onnx_metadata
 
     out = export_onnx(args.model, args.out, opset=args.opset)
     meta = read_onnx_metadata(out)
@@ -235,35 +235,48 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                  readers=args.readers, n_boot=args.bootstrap, seed=args.seed,
                                  explain=None if args.explain == "none" else args.explain,
                                  embed=not args.no_embed, progress=not args.quiet)
-    print(_format_metrics(metrics))
+    if args.model is not None:
+        print(f"scored {metrics['source']['evaluated on']}")
+    print(format_metrics(metrics))
     print(f"ECE {metrics['ece']:.3f}")
     report = Path(args.out) / "report.html"
-    print(f"\nmetrics: {args.out}/metrics.json" + (f"   report: {report}" if report.exists()
-                                                    else ""))
+    print(f"\nmetrics: {_join(args.out, 'metrics.json')}"
+          + (f"   report: {report}" if report.exists() else ""))
     return 0
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     from dermlearn.explain import explain_to_dir
-    from dermlearn.serving.predictor import Predictor, resolve_inputs
+    from dermlearn.inference import Predictor, resolve_inputs
+    from dermlearn.inference.unseen import unseen_images
 
     predictor = Predictor.load(args.model)
-    paths = resolve_inputs(args.images).paths
-    written = explain_to_dir(predictor, paths, args.out, method=args.method)
-    print(f"wrote {len(written)} {args.method} overlays to {args.out}/")
+    inputs = resolve_inputs(args.images)
+    scope = unseen_images(predictor, inputs.ids, args.part, source=" ".join(args.images))
+    print(f"explaining {scope.description}")
+    written = explain_to_dir(predictor, [inputs.paths[i] for i in scope.rows], args.out,
+                             method=args.method)
+    print(f"wrote {len(written)} {args.method} overlays to {_join(args.out)}")
     return 0
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     from dermlearn.data import load
-    from dermlearn.explain import embed
-    from dermlearn.serving.predictor import Predictor
+    from dermlearn.explain import embed_unseen
+    from dermlearn.inference import Predictor
 
     predictor = Predictor.load(args.model)
-    written = embed(predictor, load(args.data, taxonomy=predictor.taxonomy), args.out,
-                    seed=args.seed, progress=not args.quiet)
+    written, described = embed_unseen(predictor, load(args.data, taxonomy=predictor.taxonomy),
+                                      args.out, part=args.part, seed=args.seed,
+                                      progress=not args.quiet)
+    print(f"embedded {described}")
     print("wrote " + ", ".join(str(p) for p in written.values()))
     return 0
+
+
+def _join(folder: str, name: str = "") -> str:
+    """``folder/name`` as the user would write it (no doubled slash)."""
+    return str(Path(folder) / name) if name else str(Path(folder)) + "/"
 
 
 def _parse_value(text: str):
@@ -276,25 +289,12 @@ def _parse_value(text: str):
         raise DermlearnError(f"--set value {text!r} is not valid YAML ({exc.problem})") from None
 
 
-def _format_metrics(metrics: dict) -> str:
-    what = f"validation ({metrics['validation']}, " if "validation" in metrics else "evaluation ("
-    lines = [f"{what}n={metrics['n']}): "
-             f"accuracy {metrics['accuracy']:.3f}  balanced accuracy "
-             f"{metrics['balanced_accuracy']:.3f}  macro AUC {metrics['auc_macro']:.3f}"]
-    aucs = ", ".join(f"{c} {v['auc']:.3f}" for c, v in metrics["per_class"].items()
-                     if v["auc"] is not None)
-    lines.append(f"per-class AUC: {aucs}")
-    for level in ("melanoma_vs_rest", "malignant_vs_benign", "esteva3"):
-        if level in metrics.get("levels", {}):
-            m = metrics["levels"][level]
-            extra = f"  AUC {m['auc']:.3f}" if m.get("auc") is not None else ""
-            lines.append(f"{level}: accuracy {m['accuracy']:.3f}  balanced accuracy "
-                         f"{m['balanced_accuracy']:.3f}{extra}")
-    if "cv" in metrics:
-        lines.append("cross-validation (mean ± sd over folds): " + ", ".join(
-            f"{k} {v['mean']:.3f} ± {v['sd']:.3f}" for k, v in metrics["cv"].items()))
-    return "\n".join(lines)
-
+#: ``--part``: which images a model may be scored on (dermlearn.inference.unseen).
+PARTS = ("auto", "val", "test", "all")
+PART_HELP = ("images to score: auto (default) = every image the model never trained on (a "
+             "fold ensemble's run images by the member that held them out; the run's test "
+             "part left for 'test'); val = the run's validation images; test = its test part; "
+             "all = every image, refused if any trained the model")
 
 #: ``--taxonomy``'s help: how a dataset's labels are read.
 TAXONOMY_HELP = "diagnosis tree: built-in name, YAML/JSON file, or 'flat' (default: dermatology)"
@@ -384,35 +384,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override any recipe field, e.g. --set label_smoothing=0")
     train.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
     train.add_argument("--splits", help="use this split CSV (checked for lesion leakage)")
-    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                       help="where to train (auto: cuda when available; default auto)")
     train.add_argument("--feature-cache", help="feature cache folder (features mode)")
     train.add_argument("--taxonomy", help=TAXONOMY_HELP + "; saved with the run and the model")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
-    train.add_argument("--backbone", help="timm model name or preset (efficientnet_lite0/1/2, "
-                       "inception_v3, resnet50, vgg16, inception_resnet_v2, ...)")
-    train.add_argument("--weights", help="default | bundled | timm | none | PATH")
-    train.add_argument("--mode", choices=["features", "finetune", "full", "progressive"])
-    train.add_argument("--unfreeze", type=int, help="top N blocks trained (finetune/progressive)")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--folds", type=int, help="train K lesion-grouped folds (an ensemble)")
-    train.add_argument("--val-fraction", type=float, help="lesion-grouped validation share")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--image-size", help="input size in px: N (square) or HxW, e.g. 150x200")
-    train.add_argument("--max-class-size", type=int,
-                       help="training classes by Esteva's partitioning algorithm")
-    train.add_argument("--num-workers", type=int)
-    train.add_argument("--metadata", action="store_true", default=None,
-                       help="fuse age, sex and site into the head")
-    train.add_argument("--head", choices=["logreg", "mlp"], help="features-mode head")
-    train.add_argument("--precision", choices=["32", "bf16-mixed", "16-mixed"])
-    train.add_argument("--sampler", choices=["none", "balanced"])
-    train.add_argument("--class-cap", type=int, help="images per class per epoch")
-    train.add_argument("--early-stopping", type=int, metavar="PATIENCE")
-    train.add_argument("--augment", choices=["default", "esteva", "benedetti", "none"])
-    _add_parallel_flags(train, "the recipe's --batch-size is the global batch, divided among "
-                        "the processes")
+    from dermlearn.training.recipe_flags import add_recipe_flags
+
+    add_recipe_flags(train.add_argument_group(
+        "recipe fields", "override the base recipe's value (defaults shown: the default "
+        "recipe's); every other field: --set FIELD=VALUE"))
     train.set_defaults(func=_cmd_train)
 
     pred = commands.add_parser("predict", help="score images with a trained model (ISIC CSV)")
@@ -481,9 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--readers", help="CSV of reader operating points: name, sensitivity, "
                     "specificity[, task]")
     ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
-    ev.add_argument("--part", choices=["auto", "val", "test", "all"], default="auto",
-                    help="images to score; auto = the run's validation images when the model "
-                    "was trained on DATA, else all")
+    ev.add_argument("--part", choices=PARTS, default="auto", help=PART_HELP)
     ev.add_argument("--tta", type=int, default=1, help="test-time views to average (1-8)")
     ev.add_argument("--explain", choices=["saliency", "gradcam", "none"], default="saliency")
     ev.add_argument("--no-embed", action="store_true", help="skip the t-SNE embedding")
@@ -495,15 +474,20 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("model", help="model directory (RUN/model or RUN)")
     ex.add_argument("images", nargs="+", help="image files or a folder of images")
     ex.add_argument("--out", required=True, help="output folder for the overlays")
-    ex.add_argument("--method", choices=["saliency", "gradcam"], default="saliency")
+    ex.add_argument("--method", choices=["saliency", "gradcam"], default="saliency",
+                    help="saliency: input gradients (Esteva); gradcam: class activation of the "
+                    "last convolutional stage (default saliency)")
+    ex.add_argument("--part", choices=PARTS, default="auto", help=PART_HELP)
     ex.set_defaults(func=_cmd_explain)
 
     em = commands.add_parser("embed", help="t-SNE of penultimate features (PNG + CSV)")
     em.add_argument("model", help="model directory (RUN/model or RUN)")
     em.add_argument("data", help=data_help)
-    em.add_argument("--out", required=True)
-    em.add_argument("--seed", type=int, default=0)
-    em.add_argument("--quiet", action="store_true")
+    em.add_argument("--out", required=True,
+                    help="output folder (tsne.csv, tsne_by_class.png, tsne_by_correctness.png)")
+    em.add_argument("--part", choices=PARTS, default="auto", help=PART_HELP)
+    em.add_argument("--seed", type=int, default=0, help="t-SNE random state (default 0)")
+    em.add_argument("--quiet", action="store_true", help="no progress bars")
     em.set_defaults(func=_cmd_embed)
 
     demo = commands.add_parser("demo", help="run the main job end to end")

@@ -19,6 +19,7 @@ from pathlib import Path
 from dermlearn.atomic import check_output_dir
 from dermlearn.data import load
 from dermlearn.data.synthetic import make_synthetic_dataset
+from dermlearn.evaluation.summary import format_metrics
 from dermlearn.splits import make_splits, save_splits, split_summary
 from dermlearn.taxonomy import assign_classes
 
@@ -38,9 +39,8 @@ def run_demo(out: str | Path = "demo-out", *, data: str | Path | None = None, se
     short fine-tune."""
     import numpy as np
 
-    from dermlearn.cli import _format_metrics
     from dermlearn.evaluation.evaluate import evaluate_model
-    from dermlearn.serving import predict
+    from dermlearn.inference import predict
     from dermlearn.training.recipes import get_recipe
     from dermlearn.training.run import train, training_classes
 
@@ -90,13 +90,11 @@ def run_demo(out: str | Path = "demo-out", *, data: str | Path | None = None, se
             say(f"      an earlier run was in {run}: moved to {kept} (remove it when no longer "
                 f"needed)")
     metrics = train(data, run, overrides=recipe, splits=out / "splits.csv", progress=verbose)
-    say(_format_metrics(metrics))
+    say(format_metrics(metrics))
 
     say("[5/6] predicting the validation images with the saved model ...")
-    val_ids = splits.loc[splits["fold"] == "0", "image_id"]
-    paths = manifest.table.set_index("image_id").loc[val_ids, "path"].tolist()
-    predictions = predict(run / "model", paths)
-    predictions["image"] = val_ids.to_numpy()
+    val_ids = splits.loc[splits["fold"] == 0, "image_id"]
+    predictions = predict(run / "model", manifest.select(val_ids))
     predictions.to_csv(out / "predictions.csv", index=False, float_format="%.6f")
     say("[6/6] evaluating the validation images: metrics, figures, report ...")
     evaluate_model(run / "model", data, out / "report", part="val", n_boot=200,

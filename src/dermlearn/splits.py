@@ -1,7 +1,10 @@
 """Lesion-safe splits: stratified, grouped folds and the leakage check every command runs.
 
 A split table has one row per image: ``image_id, lesion_id, label, fold`` (plus
-``patient_id`` when grouping by patient); ``fold`` is ``"0"``..``"K-1"`` or ``"test"``.
+``patient_id`` when grouping by patient). ``fold`` is an integer, in memory and in split files:
+``0``..``K-1`` for the cross-validation folds and :data:`TEST` (``-1``) for the held-out test
+part, so ``splits[splits.fold == 0]`` is fold 0 and ``splits[splits.fold == TEST]`` the test
+part. Split files written by older versions (``"test"``) read the same.
 """
 from __future__ import annotations
 
@@ -16,7 +19,10 @@ from dermlearn.data.manifest import Manifest
 from dermlearn.data.readers._common import read_table
 from dermlearn.errors import DataError, DermlearnError, LeakageError
 
-TEST = "test"
+#: The fold id of the held-out test part (images no model of a run trains or is selected on).
+TEST = -1
+#: How older split files named the test part.
+_LEGACY_TEST = "test"
 SPLIT_COLUMNS = ("image_id", "lesion_id", "label", "fold")
 _GROUP_COLUMN = {"lesion": "lesion_id", "patient": "patient_id"}
 _EXAMPLES = 5  # ids quoted in an error message
@@ -71,18 +77,15 @@ def make_splits(manifest: Manifest, n_folds: int = 5, *, test_fraction: float = 
                          f"for testing and must be in [0, 1), e.g. 0.2; not {test_fraction!r}")
     groups = manifest.groups(group)
     labels = manifest.table["label"].astype(str).to_numpy()
-    fold = np.full(len(manifest), "", dtype=object)
+    fold = np.zeros(len(manifest), dtype=np.int64)
     remaining = np.arange(len(manifest))
     if test_fraction > 0:
         parts = max(2, int(round(1.0 / test_fraction)))
         is_test = _grouped_folds(labels, groups, parts, seed) == 0
         fold[is_test] = TEST
         remaining = np.flatnonzero(~is_test)
-    if n_folds == 1:
-        fold[remaining] = "0"
-    else:
-        inner = _grouped_folds(labels[remaining], groups[remaining], n_folds, seed + 1)
-        fold[remaining] = inner.astype(str)
+    if n_folds > 1:
+        fold[remaining] = _grouped_folds(labels[remaining], groups[remaining], n_folds, seed + 1)
     table = manifest.table[["image_id", "lesion_id", "label"]].copy()
     if group == "patient":
         table["patient_id"] = manifest.table["patient_id"]
@@ -110,7 +113,7 @@ def check_no_leakage(splits: pd.DataFrame, *, group: str = "lesion",
         if column not in splits.columns:
             raise DataError(f"split table has no {column} column to check {group} leakage")
         groups = splits[column].to_numpy()
-    parts = pd.DataFrame({"group": groups, "fold": splits["fold"].astype(str).to_numpy(),
+    parts = pd.DataFrame({"group": groups, "fold": splits["fold"].to_numpy(),
                           "image_id": splits["image_id"].to_numpy()})
     spread = parts.groupby("group")["fold"].nunique()
     leaking = spread[spread > 1].index.tolist()
@@ -143,14 +146,28 @@ def load_splits(path: str | Path, manifest: Manifest | None = None, *,
     missing = [c for c in ("image_id", "fold") if c not in splits.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; expected {list(SPLIT_COLUMNS)}")
-    for column in ("image_id", "fold"):
-        splits[column] = splits[column].str.strip()
+    splits["image_id"] = splits["image_id"].str.strip()
     check_split_rows(splits, manifest, source=path)
+    splits["fold"] = fold_ids(splits["fold"], source=path)
     try:
         check_no_leakage(splits, group=group, manifest=manifest)
     except LeakageError as exc:
         raise LeakageError(f"{path}: {exc}") from None
     return splits
+
+
+def fold_ids(folds: pd.Series | np.ndarray, *, source: str | Path = "split table") -> np.ndarray:
+    """Fold ids (N,) int64 from a split file's column: integers, with ``test`` (older files)
+    read as :data:`TEST`; anything else is a DataError naming the line."""
+    text = pd.Series(np.asarray(folds, dtype=object)).astype(str).str.strip()
+    text = text.where(text.str.lower() != _LEGACY_TEST, str(TEST))
+    values = pd.to_numeric(text, errors="coerce")
+    bad = np.flatnonzero((values.isna() | (values != values.round()) | (values < TEST)).to_numpy())
+    if len(bad):
+        shown = [f"line {i + 2}: {text.iat[i]!r}" for i in bad]
+        raise DataError(f"{source}: {len(bad)} fold value(s) are not a fold number (0..K-1) or "
+                        f"{_LEGACY_TEST!r}/{TEST} for the test part: {_examples(shown)}")
+    return values.to_numpy().astype(np.int64)
 
 
 def check_split_rows(splits: pd.DataFrame, manifest: Manifest | None = None, *,
@@ -167,8 +184,8 @@ def check_split_rows(splits: pd.DataFrame, manifest: Manifest | None = None, *,
                    np.flatnonzero((splits["fold"].astype(str).str.strip() == "").to_numpy())]
         if no_fold:
             raise DataError(f"{source}: {len(no_fold)} row(s) have an empty fold (line(s) "
-                            f"{_examples(no_fold)}); give each image a fold (0..K-1 or "
-                            f"{TEST!r})")
+                            f"{_examples(no_fold)}); give each image a fold (0..K-1, or "
+                            f"{TEST} for the test part)")
     lines: dict[str, list[int]] = {}
     for row in np.flatnonzero(ids.duplicated(keep=False).to_numpy()):
         lines.setdefault(ids.iat[row], []).append(int(row) + 2)  # line 1 is the header
@@ -194,13 +211,13 @@ def check_split_rows(splits: pd.DataFrame, manifest: Manifest | None = None, *,
 
 
 def split_summary(splits: pd.DataFrame) -> pd.DataFrame:
-    """Per part: images, lesions and class shares (%); last column is the largest deviation
-    (percentage points) of a class share from the whole set's."""
+    """Per part (fold number, or ``test``): images, lesions and class shares (%); last column
+    is the largest deviation (percentage points) of a class share from the whole set's."""
     whole = splits["label"].value_counts(normalize=True) * 100
     rows = {}
     for fold, part in splits.groupby("fold", sort=True):
         share = part["label"].value_counts(normalize=True).reindex(whole.index, fill_value=0) * 100
-        rows[fold] = {"images": len(part), "lesions": part["lesion_id"].nunique(),
+        rows["test" if fold == TEST else fold] = {"images": len(part), "lesions": part["lesion_id"].nunique(),
                       **{f"%{c}": round(v, 1) for c, v in share.items()},
                       "max_dev_pts": round(float((share - whole).abs().max()), 2)}
     rows["all"] = {"images": len(splits), "lesions": splits["lesion_id"].nunique(),

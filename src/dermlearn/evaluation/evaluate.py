@@ -21,7 +21,6 @@ import pandas as pd
 
 from dermlearn.atomic import check_output_dir
 from dermlearn.data import Manifest, load
-from dermlearn.errors import DermlearnError
 from dermlearn.evaluation import plots
 from dermlearn.evaluation.binary import (BINARY_LEVELS, binary_report, fold_summary,
                                          load_readers, readers_vs_curve, roc_summary)
@@ -159,118 +158,47 @@ def evaluate_predictions_csv(predictions: str | Path | pd.DataFrame, data: str |
     return metrics
 
 
-def evaluation_rows(model_dir: Path, manifest: Manifest, part: str
-                    ) -> tuple[np.ndarray, str, str]:
-    """(rows of ``manifest`` to evaluate, the part resolved, a description). ``part``: ``all``,
-    ``val`` (the run's hold-out/out-of-fold images), ``test`` (its test part), or ``auto``
-    (``val`` when the model was trained on this dataset, so training images are never scored,
-    else ``all``). "Trained on this dataset": the run's data path is ``manifest``'s, or any of
-    its images is one of the run's non-test images (a copy of the data, or a path the run
-    recorded relative to another folder)."""
-    run = model_dir.parent if model_dir.name == "model" else model_dir
-    splits_file = run / "splits.csv"
-    same_data = False
-    if (run / "run.json").is_file() and splits_file.is_file():
-        trained_on = json.loads((run / "run.json").read_text()).get("data")
-        seen = pd.read_csv(splits_file, dtype={"fold": str, "image_id": str})
-        seen = seen.loc[seen["fold"] != "test", "image_id"]
-        same_data = (trained_on is not None and _same_path(trained_on, manifest.source)
-                     or bool(manifest.table["image_id"].isin(seen).any()))
-    if part == "auto":
-        part = "val" if same_data else "all"
-    if part == "all":
-        if same_data:
-            raise DermlearnError(f"{model_dir} was trained on {manifest.source}: scoring 'all' "
-                                 f"images would include its training images; use --part val "
-                                 f"or --part test")
-        return np.arange(len(manifest)), "all", f"all {len(manifest)} images"
-    if not splits_file.is_file():
-        raise DermlearnError(f"--part {part} needs the run's splits.csv next to {model_dir}")
-    splits = pd.read_csv(splits_file, dtype={"fold": str, "image_id": str})
-    folds = splits.set_index("image_id")["fold"]
-    predicted = run / "val_predictions.csv"
-    if part == "val" and predicted.is_file():
-        wanted = set(pd.read_csv(predicted, usecols=["image"], dtype={"image": str})["image"])
-    else:
-        wanted = set(folds.index[folds == "test"]) if part == "test" else set()
-    rows = np.flatnonzero(manifest.table["image_id"].isin(wanted).to_numpy())
-    if not len(rows):
-        raise DermlearnError(f"no {part} images of {run} are in {manifest.source}")
-    what = {"val": "validation (lesion-grouped hold-out / out-of-fold) images of the run",
-            "test": "test-part images of the run"}[part]
-    return rows, part, f"{len(rows)} {what}"
-
-
-def _same_path(a: str, b: str) -> bool:
-    try:
-        return Path(a.split(":", 1)[-1]).resolve() == Path(b.split(":", 1)[-1]).resolve()
-    except OSError:
-        return a == b
-
-
 def evaluate_model(model: str | Path, data: str | Path | Manifest, out: str | Path, *,
                    part: str = "auto", tta: int = 1, readers: str | Path | None = None,
                    n_boot: int = 1000, seed: int = 0, explain: str | None = "saliency",
                    examples_per_class: int = 2, embed: bool = True, batch_size: int = 32,
-                   progress: bool = True) -> dict[str, Any]:
-    """Predict ``data`` with ``model`` and write metrics, figures and ``report.html`` to ``out``."""
-    from dermlearn.serving.predictor import Predictor
+                   num_workers: int = 2, progress: bool = True) -> dict[str, Any]:
+    """Predict ``data`` with ``model`` and write metrics, figures and ``report.html`` to ``out``.
+
+    ``part`` chooses the images (:func:`~dermlearn.inference.unseen.unseen_images`): by
+    default every image the model never trained on; the report says which."""
+    from dermlearn.inference import Predictor
+    from dermlearn.inference.prediction import checked_views
+    from dermlearn.inference.unseen import score_unseen, unseen_images
 
     check_output_dir(out)
-    model_dir = Path(model)
-    if (model_dir / "model" / "config.json").is_file():
-        model_dir = model_dir / "model"
-    predictor = Predictor.load(model_dir)
+    predictor = Predictor.load(model)
+    checked_views(predictor, tta)
     manifest = data if isinstance(data, Manifest) else load(data, taxonomy=predictor.taxonomy)
-    rows, part, described = evaluation_rows(model_dir, manifest, part)
-    sub = manifest.subset(rows)
-    paths = sub.table["path"].astype(str).tolist()
-    folds = None
-    if predictor.config.get("ensemble") and part == "val":
-        probs, folds = held_out_probabilities(model_dir, predictor, sub, tta=tta,
-                                              batch_size=batch_size, progress=progress)
-        described += " (each scored by the fold model that did not train on it)"
-    else:
-        probs = predictor.predict_paths(paths, tta=tta, batch_size=batch_size,
-                                        progress=progress, metadata=sub.table)
+    scope = unseen_images(predictor, manifest, part)
+    sub = manifest.subset(scope.rows)
+    # Every label must name one training class before a minute of scoring (a coarser label
+    # that spans several classes cannot be scored).
+    assign_classes(predictor.taxonomy, sub.labels, predictor.classes)
+    probs = score_unseen(predictor, manifest, scope, tta=tta, batch_size=batch_size,
+                         num_workers=num_workers, progress=progress)
     frame = pd.DataFrame(probs, columns=predictor.classes)
     frame.insert(0, "image", sub.image_ids)
     metrics = evaluate_probabilities(probs, sub.labels, predictor.classes, predictor.taxonomy,
                                      metadata=_metadata(sub),
                                      readers=load_readers(readers) if readers else None,
                                      n_boot=n_boot, seed=seed)
-    if folds is not None:
+    if predictor.config.get("ensemble") and scope.part == "val":
         metrics["cv"] = fold_metrics(probs, sub.labels, predictor.classes, predictor.taxonomy,
-                                     folds)
-    summary = run_summary(model_dir, predictor.config, manifest, described, tta)
+                                     np.array(scope.fold))
+    summary = run_summary(predictor.directory, predictor.config, manifest, scope.description,
+                          tta)
     metrics["source"] = summary
     write_outputs(out, metrics, frame=frame.assign(label=sub.labels), manifest=sub,
                   predictor=predictor, summary=summary, explain=explain,
                   examples_per_class=examples_per_class, embed=embed, seed=seed,
                   progress=progress)
     return metrics
-
-
-def held_out_probabilities(model_dir: Path, predictor: Any, manifest: Manifest, *, tta: int = 1,
-                           batch_size: int = 32, progress: bool = False
-                           ) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold probabilities (N, C) for a fold ensemble and each image's fold (N,): each
-    image of ``manifest`` is scored by the member whose validation fold holds it (never by
-    members that trained on it)."""
-    from dermlearn.serving.predictor import Predictor
-
-    splits = pd.read_csv(model_dir.parent / "splits.csv", dtype={"fold": str, "image_id": str})
-    fold_of = splits.set_index("image_id")["fold"].reindex(manifest.image_ids).to_numpy()
-    probs = np.zeros((len(manifest), len(predictor.classes)))
-    for member, name in zip(predictor.members, predictor.config["ensemble"]):
-        rows = np.flatnonzero(fold_of == Path(name).name)
-        if len(rows):
-            single = Predictor([member], predictor.config, predictor.device)
-            probs[rows] = single.predict_paths(
-                manifest.table["path"].astype(str).to_numpy()[rows].tolist(), tta=tta,
-                batch_size=batch_size, progress=progress,
-                metadata=manifest.table.iloc[rows].reset_index(drop=True))
-    return probs, fold_of
 
 
 def fold_metrics(probs: np.ndarray, labels: Sequence[str], classes: Sequence[str],

@@ -5,14 +5,14 @@
   take a model or an ensemble's members and a preprocessed batch (N, 3, H, W) and return
   (N, H, W) maps in [0, 1].
 * :func:`explain_images` / :func:`explain_to_dir` -- the same for a saved model
-  (:class:`~dermlearn.serving.Predictor`) on photographs, carried back to each photograph's size;
+  (:class:`~dermlearn.inference.Predictor`) on photographs, carried back to each photograph's size;
   :func:`overlay` draws a heatmap over a photograph.
 * :func:`lesion_focus_scores` / :func:`summarise_focus` -- how much of the heatmap falls on the
   lesion (HAM10000 segmentation masks): :func:`saliency_in_mask`, :func:`pointing_game_hit`.
 * :func:`extract_embeddings`, :func:`tsne_2d`, :func:`embed` -- penultimate features and their
   t-SNE figures by class and by correctness.
 """
-from dermlearn.explain.embeddings import embed, extract_embeddings, tsne_2d
+from dermlearn.explain.embeddings import embed, embed_unseen, extract_embeddings, tsne_2d
 from dermlearn.explain.explanations import (
     METHODS,
     Explanation,
@@ -38,6 +38,7 @@ __all__ = [
     "embed",
     "explain_images",
     "explain_to_dir",
+    "embed_unseen",
     "extract_embeddings",
     "gradcam_map",
     "lesion_focus_scores",

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from dermlearn.errors import DermlearnError
+from dermlearn.inference.predictor import ensemble_probabilities
 
 Target = int | Sequence[int] | np.ndarray | torch.Tensor | None
 
@@ -61,8 +62,9 @@ def member_logits(member: nn.Module, images: torch.Tensor,
 
 
 def mean_probs(logits: Sequence[torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
-    """The ensemble's probabilities (N, C): the mean of the members' softmax(logits / T)."""
-    return torch.stack([torch.softmax(z.float() / temperature, dim=1) for z in logits]).mean(0)
+    """The ensemble's probabilities (N, C), float32 and differentiable: the mean of the
+    members' softmax(logits / T) (:func:`~dermlearn.inference.predictor.ensemble_probabilities`)."""
+    return ensemble_probabilities(logits, temperature, dtype=torch.float32)
 
 
 def log_mean_probs(logits: Sequence[torch.Tensor], temperature: float = 1.0) -> torch.Tensor:

@@ -15,18 +15,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import DataLoader
 
 from dermlearn.atomic import check_output_dir
 from dermlearn.errors import DermlearnError
-from dermlearn.models.lesion_classifier import METADATA_INPUTS
+from dermlearn.inference.scoring import score_images
 
 if TYPE_CHECKING:
     from dermlearn.data.manifest import Manifest
-    from dermlearn.serving.predictor import Predictor
+    from dermlearn.inference.predictor import Predictor
 
-__all__ = ["embed", "extract_embeddings", "features_and_probs", "tsne_2d"]
+__all__ = ["embed", "embed_unseen", "extract_embeddings", "features_and_probs", "tsne_2d"]
 
 TSNE_COLUMNS = ("image_id", "label", "predicted", "correct", "x", "y")
 
@@ -41,40 +39,13 @@ def features_and_probs(predictor: Predictor, paths: Sequence[str],
     no TTA); an ensemble's are averaged over its members (concatenated when their widths
     differ). Probabilities are the predictor's: mean of softmax(logits / temperature).
     ``metadata`` (N, M) is used by models that fuse it; None means "unknown" for every image.
+    An unreadable image is an ImageDecodeError naming it.
     """
-    from tqdm.auto import tqdm
-
-    from dermlearn.training.dataset import LesionDataset
-
-    paths = [str(p) for p in paths]
-    encoder = getattr(predictor, "metadata_encoder", None)
-    if encoder is not None and metadata is None:
-        metadata = np.stack([encoder.encode(None, None, None)] * len(paths)) if paths else None
-    dataset = LesionDataset(paths, np.zeros(len(paths), np.int64), predictor.transform,
-                            metadata if encoder is not None else None)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    temperature = float(getattr(predictor, "temperature", 1.0))
-    feats, probs = [], []
-    with torch.inference_mode(), tqdm(total=len(paths), unit="img", desc="embedding",
-                                      disable=not progress) as bar:
-        for images, meta, _ in loader:
-            images = images.to(predictor.device).contiguous(memory_format=torch.channels_last)
-            meta = meta.to(predictor.device) if encoder is not None else None
-            per_member, p = [], 0.0
-            for member in predictor.members:
-                f = member.features(images)
-                logits = member.classify(f, meta if member.metadata is not None else None)
-                per_member.append(f.float().cpu())
-                p = p + torch.softmax(logits.float() / temperature, dim=1).double().cpu()
-            widths = {f.shape[1] for f in per_member}
-            feats.append((torch.stack(per_member).mean(0) if len(widths) == 1
-                          else torch.cat(per_member, dim=1)).numpy())
-            probs.append((p / len(predictor.members)).numpy())
-            bar.update(len(images))
-    if not feats:
-        width = sum(m.num_features for m in predictor.members[:1])
-        return np.zeros((0, width), np.float32), np.zeros((0, len(predictor.classes)))
-    return np.concatenate(feats).astype(np.float32), np.concatenate(probs)
+    scores = score_images(predictor, [str(p) for p in paths], metadata=metadata,
+                          outputs=("embedding", "probabilities"), batch_size=batch_size,
+                          num_workers=num_workers, skip_unreadable=False, progress=progress,
+                          desc="embedding")
+    return scores.outputs["embedding"].astype(np.float32), scores.probabilities
 
 
 def extract_embeddings(predictor: Predictor, paths: Sequence[str], batch_size: int = 32,
@@ -157,9 +128,7 @@ def embed(predictor: Predictor, data: Manifest | pd.DataFrame | Sequence[str],
     table = _inputs(data, labels)
     if len(table) == 0:
         raise DermlearnError("embed needs at least one image")
-    encoder = getattr(predictor, "metadata_encoder", None)
-    metadata = (encoder.encode_table(table) if encoder is not None
-                and set(METADATA_INPUTS) <= set(table.columns) else None)
+    metadata = predictor.encode_metadata(table)
     features, own_probs = features_and_probs(predictor, table["path"].tolist(), metadata,
                                          batch_size=batch_size, num_workers=num_workers,
                                          progress=progress)
@@ -185,6 +154,24 @@ def embed(predictor: Predictor, data: Manifest | pd.DataFrame | Sequence[str],
     _plot_by_class(frame, predictor, written["by_class"])
     _plot_by_correctness(frame, written["by_correctness"])
     return written
+
+
+def embed_unseen(predictor: Predictor, manifest: Manifest, out_dir: str | Path, *,
+                 part: str = "auto", seed: int = 0, batch_size: int = 32,
+                 progress: bool = False) -> tuple[dict[str, Path], str]:
+    """:func:`embed` of the images ``predictor`` may be scored on
+    (:func:`~dermlearn.inference.unseen.unseen_images`: never its training images, whose
+    t-SNE would show what it memorised, not what it learned); a fold ensemble's run images get
+    their held-out member's prediction. Returns (written files, what was embedded)."""
+    from dermlearn.inference.unseen import WHOLE_MODEL, score_unseen, unseen_images
+
+    out_dir = check_output_dir(out_dir)
+    scope = unseen_images(predictor, manifest, part)
+    probs = (score_unseen(predictor, manifest, scope, batch_size=batch_size, progress=progress)
+             if (scope.member != WHOLE_MODEL).any() else None)
+    written = embed(predictor, manifest.subset(scope.rows), out_dir, seed=seed, probs=probs,
+                    batch_size=batch_size, progress=progress)
+    return written, scope.description
 
 
 def _figure():

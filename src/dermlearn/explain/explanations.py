@@ -25,7 +25,7 @@ from dermlearn.explain.overlay import overlay, save_panel
 from dermlearn.explain.saliency import input_gradients
 
 if TYPE_CHECKING:
-    from dermlearn.serving.predictor import Predictor
+    from dermlearn.inference.predictor import Predictor
 
 __all__ = ["METHODS", "Explanation", "explain_images", "explain_to_dir", "network_maps"]
 

@@ -29,7 +29,7 @@ from dermlearn.explain.geometry import visible_region
 
 if TYPE_CHECKING:
     from dermlearn.data.manifest import Manifest
-    from dermlearn.serving.predictor import Predictor
+    from dermlearn.inference.predictor import Predictor
 
 __all__ = [
     "lesion_focus_scores",

@@ -6,18 +6,12 @@
 >>> features = model(preprocess(pil_images, cfg))                   # (N, 1280)
 """
 from dermlearn.models.backbones import blocks, classifier, create_backbone, feature_dim
+from dermlearn.models.bundled import bundled_weights_path, convert_lukemelas_efficientnet
 from dermlearn.models.errors import ModelError, PreprocessConfigError, WeightsError
 from dermlearn.models.preprocessing import PreprocessConfig, eval_transform, preprocess
 from dermlearn.models.presets import DEFAULT_BACKBONE, Preset, get_preset, list_presets
-from dermlearn.models.weights import (
-    LoadReport,
-    WeightSource,
-    bundled_weights_path,
-    convert_lukemelas_efficientnet,
-    load_into,
-    load_state_dict_file,
-    resolve_weights,
-)
+from dermlearn.models.state_dicts import LoadReport, load_into, load_state_dict_file
+from dermlearn.models.weights import WeightSource, resolve_weights
 
 __all__ = [
     "DEFAULT_BACKBONE",

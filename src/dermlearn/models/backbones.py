@@ -14,27 +14,25 @@ from pathlib import Path
 
 from torch import nn
 
-from dermlearn.models.errors import ModelError, WeightsError
-from dermlearn.models.presets import DEFAULT_BACKBONE, Preset, arch_of, list_presets
-from dermlearn.models.weights import (
+from dermlearn.models.bundled import (
     BUNDLED_ARCHS,
-    LoadReport,
-    WeightSource,
     bundled_weights,
     convert_lukemelas_efficientnet,
-    describe_arch,
+    is_lukemelas_efficientnet,
+    load_bundled_state_dict,
+)
+from dermlearn.models.errors import ModelError, WeightsError
+from dermlearn.models.hub import (
     find_cached_hub_weights,
     hub_download_error,
     hub_offline,
     hub_offline_error,
     hub_reachable,
     hub_weights_exist,
-    is_lukemelas_efficientnet,
-    load_bundled_state_dict,
-    load_into,
-    load_state_dict_file,
-    resolve_weights,
 )
+from dermlearn.models.presets import DEFAULT_BACKBONE, Preset, arch_of, list_presets
+from dermlearn.models.state_dicts import LoadReport, load_into, load_state_dict_file
+from dermlearn.models.weights import WeightSource, describe_arch, resolve_weights
 
 __all__ = ["DEFAULT_BACKBONE", "Preset", "list_presets", "create_backbone", "blocks",
            "classifier", "feature_dim"]

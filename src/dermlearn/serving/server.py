@@ -9,7 +9,8 @@ from pathlib import Path
 from dermlearn.atomic import check_output_dir
 from dermlearn.errors import DermlearnError
 from dermlearn.models.lesion_classifier import read_config
-from dermlearn.serving.predictor import check_batch_size, check_threads
+from dermlearn.inference.scoring import check_batch_size
+from dermlearn.parallel import check_threads
 from dermlearn.serving.service import ENV_CONFIG, ServiceConfig
 
 __all__ = ["serve"]
@@ -45,7 +46,7 @@ def serve(model: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     onnx_path = None
     if backend == "onnx":
-        from dermlearn.serving.onnx_export import ensure_onnx
+        from dermlearn.inference.onnx_export import ensure_onnx
 
         onnx_path = str(ensure_onnx(model_dir))
     if keep_uploads:

@@ -18,22 +18,23 @@ import logging
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import ConfigDict, Field, field_validator
 
 from dermlearn.data.images import DEFAULT_MAX_PIXELS, read_image
 from dermlearn.errors import DermlearnError, ImageDecodeError, TaxonomyError
+from dermlearn.errors.validation import ValidatedModel
+from dermlearn.inference.backends import BACKENDS, BackendOutput, create_backend
+from dermlearn.inference.identity import available_levels, feature_digest, model_identity
+from dermlearn.inference.ood import load_ood, unavailable
+from dermlearn.inference.predictor import Predictor
 from dermlearn.models.lesion_classifier import METADATA_INPUTS
-from dermlearn.serving.backends import BACKENDS, BackendOutput, create_backend
 from dermlearn.serving.batching import MicroBatcher
-from dermlearn.serving.model_card import (available_levels, build_model_card, feature_digest,
-                                          model_identity)
-from dermlearn.serving.ood import load_ood, unavailable
-from dermlearn.serving.predictor import Predictor
+from dermlearn.serving.model_card import build_model_card
 from dermlearn.serving.uploads import UploadError
 
 __all__ = ["DISCLAIMER", "EXPLAIN_METHODS", "PATIENT_FIELDS", "LesionService", "ServiceConfig"]
@@ -52,36 +53,47 @@ DISCLAIMER = ("Decision support only, not a diagnosis: see /v1/model for intende
               "limitations.")
 
 
-@dataclass
-class ServiceConfig:
-    """Settings of one service process (JSON-serialisable, for ``uvicorn --workers``)."""
+class ServiceConfig(ValidatedModel):
+    """Settings of one service process (JSON-serialisable, for ``uvicorn --workers``).
 
-    model_dir: str
-    backend: str = "torch"
-    threads: int | None = None
-    max_upload_mb: float = 20.0
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    keep_uploads: str | None = None
-    max_batch: int = 16
-    max_wait_ms: float = 5.0
-    top_k: int = 3
-    onnx_path: str | None = None
-    decode_concurrency: int = 0      # 0: threads + 2
+    ``ServiceConfig(model_dir, backend=..., ...)``; a wrong value is a DermlearnError naming the
+    setting ("service setting max_batch must be >= 1, not 0").
+    """
 
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise DermlearnError(f"unknown backend {self.backend!r}; expected one of "
-                                 f"{', '.join(BACKENDS)}")
-        if not self.max_upload_mb > 0:
-            raise DermlearnError(f"max upload size must be > 0 MB, got {self.max_upload_mb}")
-        self.model_dir = str(self.model_dir)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    what: ClassVar[str] = "service setting"
+    messages: ClassVar[dict[str, str]] = {
+        "backend": "unknown backend {value!r}; expected one of {choices}",
+        "max_upload_mb": "max upload size must be > 0 MB, got {value}"}
+
+    model_dir: str = Field(description="the model directory served")
+    backend: Literal[BACKENDS] = Field("torch", description="inference backend")
+    threads: int | None = Field(None, ge=0, description="intra-op threads of the backend "
+                                "(None or 0: all cores)")
+    max_upload_mb: float = Field(20.0, gt=0, description="largest upload, in MB")
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest decoded image, in "
+                            "pixels")
+    keep_uploads: str | None = Field(None, description="folder every upload is saved in; "
+                                     "None: none kept")
+    max_batch: int = Field(16, ge=1, description="most images scored in one micro-batch")
+    max_wait_ms: float = Field(5.0, ge=0, description="longest wait for a micro-batch to fill, "
+                               "in ms")
+    top_k: int = Field(3, ge=1, description="diagnoses listed per prediction by default")
+    onnx_path: str | None = Field(None, description="the ONNX export (onnx backend)")
+    decode_concurrency: int = Field(0, ge=0, description="uploads decoded at once; 0: threads "
+                                    "+ 2")
+
+    @field_validator("model_dir", "keep_uploads", "onnx_path", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 2**20)
 
     def to_env(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps(self.model_dump())
 
     @classmethod
     def from_env(cls) -> "ServiceConfig":

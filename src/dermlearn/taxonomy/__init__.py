@@ -7,13 +7,9 @@ from dermlearn.taxonomy.partition import (
     partition,
     resolve_classes,
 )
-from dermlearn.taxonomy.tree import (
-    LevelSpec,
-    Taxonomy,
-    builtin_taxonomies,
-    load_taxonomy,
-    normalize_label,
-)
+from dermlearn.taxonomy.io import builtin_taxonomies, load_taxonomy
+from dermlearn.taxonomy.labels import normalize_label
+from dermlearn.taxonomy.tree import LevelSpec, Taxonomy
 
 __all__ = [
     "LevelSpec",

@@ -1,8 +1,8 @@
 """Image transforms for training: each recipe's augmentation, then the backbone's normalisation.
 
 All transforms take a PIL RGB image and return a float tensor (3, H, W). Randomness comes from
-Python's ``random`` and torch's global RNG, which :class:`~dermlearn.training.dataset.
-LesionDataset` seeds per sample, so augmentations are reproducible and resumable.
+Python's ``random`` and torch's global RNG, which :class:`~dermlearn.data.dataset.ImageDataset`
+seeds per sample, so augmentations are reproducible and resumable.
 """
 from __future__ import annotations
 

@@ -196,7 +196,7 @@ class ThreadsPerProcess(L.Callback):
         self._previous: int | None = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        from dermlearn.training.distributed import threads_per_process
+        from dermlearn.parallel import threads_per_process
 
         if trainer.world_size > 1:
             self._previous = torch.get_num_threads()

@@ -125,7 +125,7 @@ class LesionModule(L.LightningModule):
         return self.loss.weight if weighted else None
 
     def training_step(self, batch, batch_idx):
-        images, metadata, targets = batch
+        images, metadata, targets = batch[:3]  # an ImageItem batch
         mixed = None
         if self.mixup is not None and len(targets) % 2 == 0:  # (N, C) soft targets
             images, mixed = self.mixup(images, targets)
@@ -183,7 +183,7 @@ class LesionModule(L.LightningModule):
         return loss, (total[1] / total[0]).float()
 
     def validation_step(self, batch, batch_idx):
-        images, metadata, targets = batch
+        images, metadata, targets = batch[:3]  # an ImageItem batch
         logits = self(self._to_device_layout(images), metadata).float()
         self._val_probs.append(torch.softmax(logits, dim=1).cpu())
         self._val_targets.append(targets.cpu())

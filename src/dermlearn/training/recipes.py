@@ -1,233 +1,218 @@
-"""Training recipes: every knob of a run in one dataclass, with the reference papers' protocols.
+"""Training recipes: every knob of a run in one pydantic model, and the papers' protocols.
 
 ``get_recipe("esteva2017", epochs=3)`` returns the named recipe with fields overridden; a
 YAML/JSON config file holds the same fields (``load_recipe(path)``). The resolved recipe is
-saved with every run as ``config.json``.
+saved with every run as ``config.json``. Each field declares its type, range and meaning
+(``Recipe.model_fields``); ``dermlearn train``'s recipe flags are generated from them
+(:mod:`dermlearn.training.recipe_flags`). A wrong value raises :class:`RecipeError` naming the
+field and what it wants.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Literal, Mapping, get_args
 
 import yaml
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from dermlearn.errors import DermlearnError
-from dermlearn.models.views import first_views
+from dermlearn.errors.validation import ValidatedModel, problem
 
-MODES = ("features", "finetune", "full", "progressive")
-OPTIMIZERS = ("adamw", "sgd", "rmsprop")
-SCHEDULERS = ("cosine", "step", "none")
-AUGMENTATIONS = ("default", "esteva", "benedetti", "none")
-SAMPLERS = ("none", "balanced")
-HEADS = ("logreg", "mlp")
-STRATEGIES = ("auto", "ddp", "ddp_spawn")
-SELECT_METRICS = ("balanced_accuracy", "accuracy", "auc_macro")  # validation, higher is better
-PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64", "64-true")
+Mode = Literal["features", "finetune", "full", "progressive"]
+Optimizer = Literal["adamw", "sgd", "rmsprop"]
+Scheduler = Literal["cosine", "step", "none"]
+Augmentation = Literal["default", "esteva", "benedetti", "none"]
+Sampler = Literal["none", "balanced"]
+Head = Literal["logreg", "mlp"]
+Strategy = Literal["auto", "ddp", "ddp_spawn"]
+SelectMetric = Literal["balanced_accuracy", "accuracy", "auc_macro"]  # validation, higher is better
+Precision = Literal["32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64",
+                    "64-true"]
+
+MODES = get_args(Mode)
+OPTIMIZERS = get_args(Optimizer)
+SCHEDULERS = get_args(Scheduler)
+AUGMENTATIONS = get_args(Augmentation)
+SAMPLERS = get_args(Sampler)
+HEADS = get_args(Head)
+STRATEGIES = get_args(Strategy)
+SELECT_METRICS = get_args(SelectMetric)
+PRECISIONS = get_args(Precision)
 
 
 class RecipeError(DermlearnError):
     """A recipe name, field or value is invalid."""
 
 
-@dataclass
-class Recipe:
-    """All settings of a training run (units: epochs, images, learning rate per step)."""
+class Recipe(ValidatedModel):
+    """All settings of a training run (units: epochs, images, learning rate per step).
 
-    name: str = "default"
+    Immutable: ``recipe.replace(epochs=3)`` is a checked copy with fields changed.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    error: ClassVar[type[DermlearnError]] = RecipeError
+    what: ClassVar[str] = "recipe field"
+
+    name: str = Field("default", description="the recipe's name (a run may give its own)")
     # model
-    backbone: str = "efficientnet_lite0"
-    weights: str = "default"
-    image_size: int | list[int] | None = 176  # px: N (square), [H, W], or None: the backbone's
-    crop_pct: float | None = None         # evaluation centre crop (shorter side resized to
-                                          # size / crop_pct); 1: the whole frame; None: the
-                                          # backbone's (0.875 for EfficientNet-Lite0)
-    mode: str = "finetune"                # features | finetune | full | progressive
-    unfreeze: int = 6                     # finetune: top N blocks trainable (see models.blocks)
-    progressive_stages: int = 3           # progressive: head, then this many unfreezing steps
-    progressive_lr_decay: float = 0.5     # progressive: lr factor per step deeper
-    drop_rate: float = 0.2
-    head: str = "logreg"                  # features mode: logreg | mlp
-    metadata: bool = False                # fuse age/sex/site into the head
+    backbone: str = Field(
+        "efficientnet_lite0", description="timm model name or preset (efficientnet_lite0/1/2, "
+        "inception_v3, resnet50, vgg16, inception_resnet_v2, ...)")
+    weights: str = Field("default", description="pretrained weights: default | bundled | timm "
+                         "| none | PATH")
+    image_size: int | list[int] | None = Field(
+        176, description="input size in px: N (square), [H, W] or 'HxW' (e.g. 150x200), each "
+        ">= 16; None: the backbone's")
+    crop_pct: float | None = Field(
+        None, gt=0, le=1, description="evaluation centre crop (shorter side resized to size / "
+        "crop_pct); 1: the whole frame; None: the backbone's (0.875 for EfficientNet-Lite0)")
+    mode: Mode = Field("finetune", description="features: a head on frozen features | "
+                       "finetune: the top `unfreeze` blocks trained | full: every layer | "
+                       "progressive: the head, then deeper blocks in stages")
+    unfreeze: int = Field(6, ge=0, description="finetune/progressive: top N blocks trainable "
+                          "(see models.blocks)")
+    progressive_stages: int = Field(3, ge=1, description="progressive: head, then this many "
+                                    "unfreezing steps")
+    progressive_lr_decay: float = Field(0.5, gt=0, description="progressive: lr factor per "
+                                        "step deeper")
+    drop_rate: float = Field(0.2, ge=0, lt=1, description="dropout rate before the classifier")
+    head: Head = Field("logreg", description="features mode: the head trained on the features")
+    metadata: bool = Field(False, description="fuse age, sex and site into the head")
     # classes
-    max_class_size: int | None = None     # Esteva's partitioning; None: one class per label
+    max_class_size: int | None = Field(
+        None, ge=1, description="training classes by Esteva's partitioning algorithm (largest "
+        "class size); None: one class per label")
     # optimisation
-    epochs: int = 10
-    batch_size: int = 32
-    optimizer: str = "adamw"
-    lr: float = 5e-4
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    nesterov: bool = False
-    rmsprop_alpha: float = 0.9            # RMSProp decay
-    eps: float = 1e-8
-    scheduler: str = "cosine"
-    warmup_epochs: int = 1
-    step_epochs: int = 30                 # step scheduler: divide lr by step_gamma every N epochs
-    step_gamma: float = 1 / 16
-    label_smoothing: float = 0.1
-    ema_decay: float = 0.998              # > 0: validate and keep an exponential moving average
-                                          # of the weights, updated every step after warmup
-                                          # (decay lowered for short runs: callbacks.ema_schedule);
-                                          # 0: off
+    epochs: int = Field(10, ge=1, description="training epochs")
+    batch_size: int = Field(32, ge=1, description="the global batch: split evenly over devices "
+                            "x num_nodes processes, so lr keeps its meaning")
+    optimizer: Optimizer = Field("adamw", description="the optimiser")
+    lr: float = Field(5e-4, gt=0, description="learning rate (peak, after warm-up)")
+    weight_decay: float = Field(1e-4, ge=0, description="weight decay (decoupled for AdamW)")
+    momentum: float = Field(0.9, ge=0, description="SGD and RMSProp momentum")
+    nesterov: bool = Field(False, description="SGD: Nesterov momentum")
+    rmsprop_alpha: float = Field(0.9, ge=0, lt=1, description="RMSProp decay")
+    eps: float = Field(1e-8, gt=0, description="optimiser epsilon (AdamW, RMSProp)")
+    scheduler: Scheduler = Field("cosine", description="learning-rate schedule after warm-up: "
+                                 "cosine decay | step (see step_epochs) | none (constant)")
+    warmup_epochs: int = Field(1, ge=0, description="epochs of linear learning-rate warm-up")
+    step_epochs: int = Field(30, ge=1, description="step scheduler: multiply lr by step_gamma "
+                             "every N epochs")
+    step_gamma: float = Field(1 / 16, gt=0, description="step scheduler: lr factor per step")
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="label smoothing of the loss")
+    ema_decay: float = Field(
+        0.998, ge=0, lt=1, description="> 0: validate and keep an exponential moving average of "
+        "the weights, updated every step after warmup (decay lowered for short runs: "
+        "callbacks.ema_schedule); 0: off")
     # imbalance and augmentation
-    augment: str = "default"
-    mixup_alpha: float = 0.0              # > 0: mixup (Zhang et al. 2018) with Beta(a, a) weights
-    cutmix_alpha: float = 0.0             # > 0: CutMix (Yun et al. 2019); both: one or the other
-                                          # per batch (timm's Mixup); 0 and 0: off
-    mixup_prob: float = 1.0               # share of batches mixed
-    class_weights: bool = True
-    class_weight_power: float = 0.5       # weights (n / (C n_c)) ** power; 1 = fully balanced
-    class_weights_from_epoch: int = 0     # deferred re-weighting (Cao et al. 2019): the loss is
-                                          # unweighted before this epoch (0-based), weighted from it
-    logit_adjustment: float = 0.0         # tau > 0: logit-adjusted loss (Menon et al. 2021), the
-                                          # training logits plus tau * log(class prior of an
-                                          # epoch); predictions stay unadjusted; 0: off
-    sampler: str = "none"
-    class_cap: int | None = None          # per-class images per epoch (undersample / oversample)
+    augment: Augmentation = Field("default", description="training augmentation: default | "
+                                  "esteva (rotations, inscribed crop, flips) | benedetti "
+                                  "(flips, translations, rotations, shear) | none")
+    mixup_alpha: float = Field(0.0, ge=0, description="> 0: mixup (Zhang et al. 2018) with "
+                               "Beta(a, a) weights; 0: off")
+    cutmix_alpha: float = Field(0.0, ge=0, description="> 0: CutMix (Yun et al. 2019); with "
+                                "mixup_alpha too: one or the other per batch (timm's Mixup); "
+                                "0: off")
+    mixup_prob: float = Field(1.0, ge=0, le=1, description="share of batches mixed")
+    class_weights: bool = Field(True, description="class-weighted loss")
+    class_weight_power: float = Field(0.5, ge=0, description="class weights (n / (C n_c)) ** "
+                                      "power; 1: fully balanced")
+    class_weights_from_epoch: int = Field(
+        0, ge=0, description="deferred re-weighting (Cao et al. 2019): the loss is unweighted "
+        "before this epoch (0-based), weighted from it")
+    logit_adjustment: float = Field(
+        0.0, ge=0, description="tau > 0: logit-adjusted loss (Menon et al. 2021), the training "
+        "logits plus tau * log(class prior of an epoch); predictions stay unadjusted; 0: off")
+    sampler: Sampler = Field("none", description="images per epoch: none (each once) | balanced "
+                             "(drawn with replacement, every class equally often)")
+    class_cap: int | None = Field(None, ge=1, description="images per class per epoch "
+                                  "(undersample / oversample); None: all")
     # control
-    select_metric: str = "balanced_accuracy"
-    early_stopping: int | None = None     # patience in epochs
-    second_round_epochs: int = 0          # Benedetti: a second round from the best checkpoint
-    second_round_lr_factor: float = 0.1
-    val_fraction: float = 0.2
-    folds: int = 1
-    seed: int = 0
-    precision: str = "32"                 # "32" or "bf16-mixed" (slower for training on most CPUs)
-    channels_last: bool = True
-    num_workers: int = 2                  # data-loader workers per process
-    image_cache: bool = True              # training images decoded+resized once, kept on disk
-    # data-parallel (Lightning DDP; see docs/scaling.md): batch_size above is the *global*
-    # batch, split evenly over devices x num_nodes processes, so lr keeps its meaning
-    devices: int = 1                      # processes (CPU) or GPUs per node
-    num_nodes: int = 1
-    strategy: str = "auto"                # auto | ddp | ddp_spawn (auto: see training.distributed)
-    tta: int = 1                          # features mode: views averaged per image (1-8)
-    extra: dict = field(default_factory=dict)
+    select_metric: SelectMetric = Field("balanced_accuracy", description="validation metric "
+                                        "that selects the best checkpoint (higher is better)")
+    early_stopping: int | None = Field(None, ge=1, description="patience in epochs; None: off")
+    second_round_epochs: int = Field(0, ge=0, description="Benedetti: a second round of N "
+                                     "epochs from the best checkpoint; 0: off")
+    second_round_lr_factor: float = Field(0.1, gt=0, description="second round: lr factor")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="lesion-grouped validation share")
+    folds: int = Field(1, ge=1, description="train K lesion-grouped folds (an ensemble)")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed (splits, sampling, "
+                      "initialisation)")
+    precision: Precision = Field("32", description="Lightning precision; bf16-mixed is slower "
+                                 "for training on most CPUs")
+    channels_last: bool = Field(True, description="channels-last memory format")
+    num_workers: int = Field(2, ge=0, description="data-loader workers per process")
+    image_cache: bool = Field(True, description="training images decoded and resized once, "
+                              "kept on disk")
+    # data-parallel (Lightning DDP; see docs/scaling.md)
+    devices: int = Field(1, ge=1, description="data-parallel processes (CPU) or GPUs per node; "
+                         "batch_size is the global batch, divided among the processes")
+    num_nodes: int = Field(1, ge=1, description="machines (launch with torchrun or srun, see "
+                           "docs/scaling.md)")
+    strategy: Strategy = Field("auto", description="Lightning launcher (auto: ddp from the "
+                               "command line, see docs/scaling.md)")
+    tta: int = Field(1, ge=1, description="features mode: test-time views averaged per image "
+                     "(1-8)")
+    extra: dict[str, Any] = Field(default_factory=dict, description="free-form notes kept with "
+                                  "the run")
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            setattr(self, f.name, _typed(f.name, f.type, getattr(self, f.name)))
-        checks = [("mode", MODES), ("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS),
-                  ("augment", AUGMENTATIONS), ("sampler", SAMPLERS), ("head", HEADS),
-                  ("strategy", STRATEGIES), ("select_metric", SELECT_METRICS),
-                  ("precision", PRECISIONS)]
-        for name, allowed in checks:
-            if getattr(self, name) not in allowed:
-                raise RecipeError(f"recipe field {name}={getattr(self, name)!r} is not one of "
-                                  f"{', '.join(allowed)}")
-        # (field, lowest, highest, whether the highest is allowed); None values mean "off"
-        ranges = [("epochs", 1, None, True), ("batch_size", 1, None, True),
-                  ("folds", 1, None, True), ("devices", 1, None, True),
-                  ("num_nodes", 1, None, True), ("unfreeze", 0, None, True),
-                  ("progressive_stages", 1, None, True), ("max_class_size", 1, None, True),
-                  ("class_cap", 1, None, True), ("early_stopping", 1, None, True),
-                  ("warmup_epochs", 0, None, True), ("step_epochs", 1, None, True),
-                  ("second_round_epochs", 0, None, True), ("num_workers", 0, None, True),
-                  ("seed", 0, 2**32 - 1, True), ("drop_rate", 0, 1, False),
-                  ("label_smoothing", 0, 1, False), ("weight_decay", 0, None, True),
-                  ("momentum", 0, None, True), ("rmsprop_alpha", 0, 1, False),
-                  ("class_weight_power", 0, None, True)]
-        for name, low, high, closed in ranges:
-            value = getattr(self, name)
-            if value is not None and (value < low or high is not None and
-                                      (value > high or value == high and not closed)):
-                span = (f">= {low}" if high is None else
-                        f"in [{low}, {high}{']' if closed else ')'}")
-                raise RecipeError(f"recipe field {name} must be {span}, not {value}")
-        for name in ("eps", "step_gamma", "progressive_lr_decay", "second_round_lr_factor"):
-            if getattr(self, name) <= 0:
-                raise RecipeError(f"recipe field {name} must be > 0, not {getattr(self, name)}")
-        if not 0 < self.val_fraction < 1:
-            raise RecipeError(f"val_fraction must be in (0, 1), not {self.val_fraction}")
-        if self.batch_size % (self.devices * self.num_nodes):
-            raise RecipeError(f"batch_size {self.batch_size} is the global batch and must be "
-                              f"divisible by devices x num_nodes = "
-                              f"{self.devices * self.num_nodes}")
-        if not 0 <= self.ema_decay < 1:
-            raise RecipeError(f"ema_decay must be in [0, 1) (0: off), not {self.ema_decay}")
-        if self.class_weights_from_epoch < 0:
-            raise RecipeError(f"class_weights_from_epoch must be >= 0, not "
-                              f"{self.class_weights_from_epoch}")
-        if self.mixup_alpha < 0 or self.cutmix_alpha < 0 or not 0 <= self.mixup_prob <= 1:
-            raise RecipeError(f"mixup_alpha and cutmix_alpha must be >= 0 and mixup_prob in "
-                              f"[0, 1], not {self.mixup_alpha}, {self.cutmix_alpha}, "
-                              f"{self.mixup_prob}")
-        if (self.mixup_alpha or self.cutmix_alpha) and self.metadata:
-            raise RecipeError("mixup/CutMix mixes images but not their metadata: use them "
-                              "without metadata=true")
-        if self.logit_adjustment < 0:
-            raise RecipeError(f"logit_adjustment must be >= 0 (0: off), not "
-                              f"{self.logit_adjustment}")
-        if self.lr <= 0:
-            raise RecipeError(f"lr must be > 0, not {self.lr}")
-        self.image_size = _image_size(self.image_size)
-        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
-            raise RecipeError(f"crop_pct must be in (0, 1] (None: the backbone's), not "
-                              f"{self.crop_pct}")
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _check_image_size(cls, value: Any) -> int | list[int] | None:
+        return _image_size(value)
+
+    @field_validator("tta")
+    @classmethod
+    def _check_tta(cls, value: int) -> int:
+        from dermlearn.models.views import first_views  # torch: imported when a run needs it
+
         try:
-            first_views(self.tta)
+            first_views(value)
         except DermlearnError as exc:
-            raise RecipeError(str(exc)) from None
+            raise problem(f"recipe field {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_together(self) -> "Recipe":
+        if self.batch_size % (self.devices * self.num_nodes):
+            raise problem(f"recipe field batch_size={self.batch_size} is the global batch and "
+                          f"must be divisible by devices x num_nodes = "
+                          f"{self.devices * self.num_nodes}")
+        if (self.mixup_alpha or self.cutmix_alpha) and self.metadata:
+            raise problem("recipe fields mixup_alpha/cutmix_alpha and metadata: mixup/CutMix "
+                          "mixes images but not their metadata; use them without metadata=true")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as a plain JSON-safe dict (``Recipe(**d)`` reads it back)."""
+        return self.model_dump()
 
     def replace(self, **overrides: Any) -> "Recipe":
+        """A checked copy with ``overrides`` (field name -> value) applied."""
         return _apply(self, overrides)
-
-
-def _typed(name: str, annotation: str, value: Any) -> Any:
-    """``value`` as the field's annotated type ("float", "int | None", ...); numbers written as
-    text ("5e-4", which YAML 1.1 reads as a string) become numbers; anything else a RecipeError."""
-    kinds = [part.strip() for part in annotation.split("|")]
-    if value is None and "None" in kinds or "dict" in kinds or "list[int]" in kinds:
-        return value  # dicts are free-form; image_size has its own parser (_image_size)
-    if "bool" in kinds and isinstance(value, bool):
-        return value
-    if not isinstance(value, bool):
-        if "int" in kinds and isinstance(value, int):
-            return value
-        if "float" in kinds:
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                number = math.nan
-            if math.isfinite(number):
-                return number
-        if "str" in kinds and isinstance(value, (str, int, float)):
-            return str(value)
-    wanted = " or ".join({"float": "a number", "int": "an integer", "bool": "true/false",
-                          "str": "a string", "None": "null"}.get(k, k) for k in kinds)
-    finite = " (finite)" if "float" in kinds else ""
-    raise RecipeError(f"recipe field {name} must be {wanted}{finite}, not {value!r}")
 
 
 def _image_size(value: Any) -> int | list[int] | None:
     """``image_size`` checked: None, a side N (square) or [H, W] (also "HxW"), each >= 16 px."""
     if value is None:
         return None
+    original = value
     if isinstance(value, str):
         value = value.lower().split("x")
     sides = list(value) if isinstance(value, (list, tuple)) else [value]
     try:
         ints = [int(v) for v in sides if not isinstance(v, bool) and float(v) == int(v)]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         ints = []
     if len(ints) != len(sides) or len(ints) not in (1, 2) or min(ints) < 16:
-        raise RecipeError(f"image_size must be a side in px (>= 16), [H, W] or 'HxW', not "
-                          f"{value!r}")
+        raise problem(f"recipe field image_size must be a side in px (>= 16), [H, W] or "
+                      f"'HxW', not {original!r}")
     return ints[0] if len(set(ints)) == 1 else ints
 
 
 def _apply(recipe: Recipe, overrides: Mapping[str, Any]) -> Recipe:
-    known = {f.name: f for f in fields(Recipe)}
-    unknown = sorted(set(overrides) - set(known))
-    if unknown:
-        raise RecipeError(f"unknown recipe field(s) {unknown}; known: {', '.join(known)}")
     values = recipe.to_dict()
     values.update(overrides)
     return Recipe(**values)
@@ -257,9 +242,9 @@ RECIPES: dict[str, Recipe] = {
         name="benedetti2020", backbone="inception_resnet_v2", image_size=299, mode="finetune",
         unfreeze=4, optimizer="sgd", lr=6e-4, momentum=0.9, nesterov=True, weight_decay=0.0,
         scheduler="none", warmup_epochs=0, label_smoothing=0.0, batch_size=10,
-        class_weights=True, class_weight_power=1.0, class_cap=450, augment="benedetti", early_stopping=15,
-        second_round_epochs=20, second_round_lr_factor=0.1, epochs=100, drop_rate=0.0,
-        ema_decay=0.0),
+        class_weights=True, class_weight_power=1.0, class_cap=450, augment="benedetti",
+        early_stopping=15, second_round_epochs=20, second_round_lr_factor=0.1, epochs=100,
+        drop_rate=0.0, ema_decay=0.0),
 }
 
 

@@ -40,7 +40,7 @@ from dermlearn.models.preprocessing import PreprocessConfig
 from dermlearn.models.views import first_views
 from dermlearn.splits import TEST, check_no_leakage, load_splits, make_splits, save_splits
 from dermlearn.taxonomy import Taxonomy, assign_classes, partition
-from dermlearn.training.distributed import env_rank
+from dermlearn.parallel import env_rank, resolve_device
 from dermlearn.training.recipes import Recipe, get_recipe
 
 log = logging.getLogger("dermlearn.training")
@@ -212,14 +212,14 @@ def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarra
     """
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from torch.utils.data import DataLoader
 
+    from dermlearn.data.dataset import ImageDataset, make_loader
     from dermlearn.training.augment import train_transform
     from dermlearn.models.preprocessing import eval_transform
     from dermlearn.training.callbacks import (AtomicCheckpointIO, HistoryWriter,
                                               ImagesPerSecondBar, ThreadsPerProcess, weight_ema)
-    from dermlearn.training.dataset import EpochSampler, LesionDataset, class_weights
-    from dermlearn.training.distributed import accelerator, lightning_strategy, per_process_batch
+    from dermlearn.parallel import accelerator, lightning_strategy, per_process_batch
+    from dermlearn.training.sampler import EpochSampler, class_weights
     from dermlearn.training.module import LesionModule
 
     L.seed_everything(recipe.seed, workers=False, verbose=False)
@@ -237,16 +237,19 @@ def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarra
     paths = table["path"].to_numpy()
 
     def dataset(rows, transform, image_cache=None):
-        return LesionDataset(paths[rows], targets[rows], transform,
-                             meta[rows] if meta is not None else None, image_cache=image_cache)
+        return ImageDataset(paths[rows], transform, targets=targets[rows],
+                            metadata=meta[rows] if meta is not None else None,
+                            image_cache=image_cache)
 
     # Training images only: validation keeps the exact eval transform of the original image.
     image_cache = training_image_cache(cfg) if recipe.image_cache else None
     train_ds = dataset(fold.train_rows, train_transform(recipe.augment, cfg), image_cache)
     val_ds = dataset(fold.val_rows, eval_transform(cfg))
     workers = recipe.num_workers
+    # Each loader has its own generator (make_loader): starting workers never shifts the global
+    # random state, so a run resumed mid-way draws what an uninterrupted one draws.
     loader_kw = dict(num_workers=workers, persistent_workers=workers > 0,
-                     pin_memory=device == "cuda")
+                     pin_memory=device == "cuda", seed=recipe.seed)
     # recipe.batch_size is the global batch; under DDP each process takes its share of every
     # step, its samplers sharding the same seeded order (EpochSampler) -- so one step holds the
     # same images at any process count.
@@ -254,10 +257,10 @@ def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarra
     batch = per_process_batch(recipe.batch_size, world)
     sampler = EpochSampler(targets[fold.train_rows], seed=recipe.seed,
                            class_cap=recipe.class_cap, balanced=recipe.sampler == "balanced")
-    train_dl = DataLoader(train_ds, batch_size=batch, sampler=sampler,
-                          drop_last=sampler.epoch_size > recipe.batch_size, **loader_kw)
-    val_dl = DataLoader(val_ds, batch_size=batch * 2,
-                        sampler=EpochSampler(targets[fold.val_rows], shuffle=False), **loader_kw)
+    train_dl = make_loader(train_ds, batch_size=batch, sampler=sampler,
+                           drop_last=sampler.epoch_size > recipe.batch_size, **loader_kw)
+    val_dl = make_loader(val_ds, batch_size=batch * 2,
+                         sampler=EpochSampler(targets[fold.val_rows], shuffle=False), **loader_kw)
     weights = class_weights(targets[fold.train_rows], len(classes), recipe.class_weight_power) \
         if recipe.class_weights else None
     prior = sampler.class_prior(len(classes))
@@ -295,6 +298,10 @@ def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarra
             log_every_n_steps=10)
         last = rdir / "last.ckpt"
         resume_from = last if last.exists() else None
+        # Lightning creates the training iterator, whose workers start prefetching at once,
+        # before it calls set_epoch; so the sampler must already hold the epoch that runs
+        # first: 0, or the one a resumed run continues with.
+        sampler.set_epoch(resumed_epoch(resume_from) if resume_from else 0)
         if resume_from is None and start_from is not None:
             state = torch.load(start_from, map_location="cpu", weights_only=True)["state_dict"]
             module.load_state_dict(state)
@@ -311,9 +318,9 @@ def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarra
 
     best, is_zero = fit(1, recipe.epochs, module, None)
     if recipe.second_round_epochs:
-        second = dataclasses.replace(recipe, lr=recipe.lr * recipe.second_round_lr_factor,
-                                     epochs=recipe.second_round_epochs, warmup_epochs=0,
-                                     class_weights_from_epoch=0)
+        second = recipe.replace(lr=recipe.lr * recipe.second_round_lr_factor,
+                                epochs=recipe.second_round_epochs, warmup_epochs=0,
+                                class_weights_from_epoch=0)
         module2 = LesionModule(model, second, classes, weights, prior)
         best2, is_zero = fit(2, second.epochs, module2, best)
         best = max([best, best2], key=lambda p: _score(p, recipe.select_metric))
@@ -321,12 +328,19 @@ def _train_fold_lightning(manifest: Manifest, fold: FoldData, targets: np.ndarra
     module.load_state_dict(state)
     if not is_zero:
         return module.model.eval(), {}, None
-    final_dl = val_dl if world == 1 else DataLoader(  # all of the validation set, here
-        val_ds, batch_size=recipe.batch_size * 2, num_workers=workers, pin_memory=device == "cuda",
-        sampler=EpochSampler(targets[fold.val_rows], shuffle=False, num_replicas=1))
-    probs = predict_loader(module.model.eval(), final_dl, recipe.channels_last)
     config = _model_config(recipe, manifest, fold, classes, cfg, backbone, encoder)
-    return module.model.eval().to(memory_format=torch.contiguous_format), config, probs
+    model = module.model.eval().to(memory_format=torch.contiguous_format)
+    probs = validation_probabilities(model, config, manifest, fold.val_rows, recipe, device)
+    return model, config, probs
+
+
+def resumed_epoch(checkpoint: Path) -> int:
+    """The epoch (0-based) a fit resumed from Lightning ``checkpoint`` runs first."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    try:
+        return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError):  # a checkpoint without loop state: the epoch after it
+        return int(state.get("epoch", -1)) + 1
 
 
 def _score(checkpoint: Path, metric: str) -> float:
@@ -338,16 +352,21 @@ def _score(checkpoint: Path, metric: str) -> float:
     return float("-inf")
 
 
-@torch.inference_mode()
-def predict_loader(model: LesionClassifier, loader, channels_last: bool = True) -> np.ndarray:
-    """Softmax probabilities (N, C) for a loader of (image, metadata, target) batches."""
-    out = []
-    for images, metadata, _ in loader:
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        logits = model(images, metadata if model.metadata is not None else None)
-        out.append(torch.softmax(logits.float(), dim=1))
-    return torch.cat(out).numpy().astype(np.float64)
+def validation_probabilities(model: LesionClassifier, config: dict, manifest: Manifest,
+                             rows: np.ndarray, recipe: Recipe, device: str) -> np.ndarray:
+    """Probabilities (N, C) of a fold's validation images by its final model, through the one
+    scoring loop with the saved model's preprocessing (so ``predict`` with the torch backend
+    reproduces them bit for bit)."""
+    from dermlearn.inference import Predictor, score_images
+
+    predictor = Predictor([model], config, device)
+    table = manifest.table.iloc[rows]
+    probs = score_images(predictor, table["path"].astype(str).tolist(),
+                         metadata=predictor.encode_metadata(table), batch_size=recipe.batch_size * 2,
+                         num_workers=recipe.num_workers, skip_unreadable=False,
+                         device=device).probabilities
+    model.to("cpu").to(memory_format=torch.contiguous_format)
+    return probs
 
 
 def _train_fold_features(manifest: Manifest, fold: FoldData, targets: np.ndarray,
@@ -454,7 +473,7 @@ def train(data: str | Path | None = None, out: str | Path = "runs/run", *,
         if run_file.exists() and env_rank(recipe_obj.devices) == 0:
             raise RunError(f"{out} already holds a run; use --resume {out} to continue it, or "
                            f"choose another --out")
-        device = _resolve_device(device)
+        device = resolve_device(device)
         # Absolute, so that the run means the same files from any folder (--resume, and
         # evaluation's check that it does not score the model's own training images).
         data = absolute_data_spec(data)
@@ -556,10 +575,10 @@ OOD_FIT_IMAGES = 1000
 
 def _fit_ood(model_dir: Path, manifest: Manifest, rows: np.ndarray, recipe: Recipe,
              progress: bool) -> dict[str, Any]:
-    """Fit and save the service's out-of-distribution screen (:mod:`dermlearn.serving.ood`) on
+    """Fit and save the service's out-of-distribution screen (:mod:`dermlearn.inference.ood`) on
     up to :data:`OOD_FIT_IMAGES` training images (seeded choice, lesion-grouped thresholds)."""
-    from dermlearn.serving.ood import fit_ood
-    from dermlearn.serving.predictor import Predictor
+    from dermlearn.inference import Predictor
+    from dermlearn.inference.ood import fit_ood
 
     rng = np.random.default_rng(recipe.seed)
     chosen = np.sort(rng.permutation(rows)[:OOD_FIT_IMAGES])
@@ -627,13 +646,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
     raise TypeError(type(value).__name__)
-
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RunError("--device cuda asked for, but no CUDA GPU is visible to PyTorch")
-    if device not in ("cpu", "cuda"):
-        raise RunError(f"device must be cpu, cuda or auto, not {device!r}")
-    return device

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dermlearn.data.ids import unique_image_ids
 from dermlearn.data.images import IMAGE_EXTENSIONS
 from dermlearn.data.manifest import Problem
 from dermlearn.errors import DataError
@@ -25,15 +26,17 @@ def detect(path: Path) -> bool:
 def read(path: Path) -> tuple[pd.DataFrame, list[Problem]]:
     if not path.is_dir():
         raise DataError(f"{path}: not a folder")
-    rows = []
-    for class_dir in _class_dirs(path):
-        for file in sorted(class_dir.rglob("*")):
-            if file.is_file() and file.suffix.lower() in IMAGE_EXTENSIONS:
-                rows.append({"image_id": file.stem, "path": str(file), "label": class_dir.name,
-                             "lesion_id": file.stem, "label_raw": class_dir.name,
-                             "source_row": str(file.relative_to(path))})
-    if not rows:
+    files = [(class_dir.name, file) for class_dir in _class_dirs(path)
+             for file in sorted(class_dir.rglob("*"))
+             if file.is_file() and file.suffix.lower() in IMAGE_EXTENSIONS]
+    if not files:
         raise DataError(f"{path}: no images found in class sub-folders")
+    # Ids are the file stems, made unique (by the path below a class folder) where two files
+    # share a stem: patientA/lesion1.jpg and patientB/lesion1.jpg are two images.
+    ids = unique_image_ids([file for _, file in files], root=path)
+    rows = [{"image_id": image_id, "path": str(file), "label": label, "lesion_id": image_id,
+             "label_raw": label, "source_row": str(file.relative_to(path))}
+            for image_id, (label, file) in zip(ids, files)]
     table = pd.DataFrame(rows)
     for column in ("patient_id", "age", "sex", "site", "label_source"):
         table[column] = None

@@ -1,49 +1,13 @@
-"""Streaming datasets over a Manifest: images decoded lazily in DataLoader workers.
-
-Each sample is seeded from (run seed, epoch, position) so that augmentations do not depend on
-worker scheduling, and a resumed run sees exactly the samples an uninterrupted one would.
+"""Samplers and loss weights of a training epoch: the seeded epoch order (shuffle, class cap,
+balanced resampling), sharded over data-parallel processes, and class weights.
 """
 from __future__ import annotations
 
-import random
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
-
-from dermlearn.data.images import read_image
-
-
-class LesionDataset(Dataset):
-    """Items are ``(image (3,H,W), metadata (M,), target)``; metadata is empty when unused.
-
-    Indexed by ``(row, sample_seed)`` pairs (from :class:`EpochSampler`) or plain ints.
-    """
-
-    def __init__(self, paths: Sequence[str], targets: Sequence[int], transform: Callable,
-                 metadata: np.ndarray | None = None, image_cache=None):
-        self.paths = list(paths)
-        #: an :class:`~dermlearn.training.image_cache.ImageCache` (training images only): the
-        #: decoded, resized image is read from it instead of decoding the source every epoch
-        self.image_cache = image_cache
-        self.targets = np.asarray(targets, dtype=np.int64)
-        self.transform = transform
-        self.metadata = (np.asarray(metadata, dtype=np.float32) if metadata is not None
-                         else np.zeros((len(self.paths), 0), np.float32))
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, item):
-        row, seed = item if isinstance(item, tuple) else (item, None)
-        if seed is not None:
-            random.seed(seed)
-            torch.manual_seed(seed)
-        path = self.paths[row]
-        image = self.transform(self.image_cache.get(path) if self.image_cache is not None
-                               else read_image(path))
-        return image, torch.from_numpy(self.metadata[row]), int(self.targets[row])
+from torch.utils.data import Sampler
 
 
 class EpochSampler(Sampler):

@@ -1,4 +1,5 @@
-"""Data-parallel launch helpers shared by training and batch prediction (Lightning DDP).
+"""Process and thread helpers shared by batch prediction and training: devices, Lightning DDP
+launch settings, threads per process.
 
 dermlearn does not start or connect processes itself: Lightning's DDP strategies do, or an
 external launcher (torchrun, SLURM's srun) that Lightning detects. This module only decides
@@ -19,11 +20,40 @@ import sys
 from pathlib import Path
 
 from dermlearn.errors import DermlearnError
-from dermlearn.training.recipes import STRATEGIES
+
+#: Launchers a run may ask for (see :func:`resolve_strategy`).
+STRATEGIES = ("auto", "ddp", "ddp_spawn")
+#: Devices a run may ask for; ``auto`` is CUDA when PyTorch sees a GPU, else the CPU.
+DEVICES = ("auto", "cpu", "cuda")
 
 
 class DistributedError(DermlearnError):
     """A data-parallel setting cannot work (e.g. a batch size not divisible by the processes)."""
+
+
+def resolve_device(device: str) -> str:
+    """``cpu`` or ``cuda`` for a requested device (one of :data:`DEVICES`); ``auto`` is CUDA
+    when PyTorch sees a GPU. A CUDA request without a GPU is a DistributedError."""
+    import torch
+
+    if device not in DEVICES:
+        raise DistributedError(f"device must be cpu, cuda or auto, not {device!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DistributedError("--device cuda asked for, but no CUDA GPU is visible to PyTorch")
+    return device
+
+
+def check_threads(threads: int | None) -> int | None:
+    """``threads`` as None/0 (the engine's default: all cores) or an int >= 1, else a
+    DermlearnError naming it."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or int(threads) != threads or threads < 0:
+        raise DermlearnError(f"threads must be 0 (all cores) or a positive integer, "
+                             f"got {threads!r}")
+    return int(threads)
 
 
 def world_size(devices: int, num_nodes: int = 1) -> int:
@@ -64,10 +94,14 @@ def resolve_strategy(strategy: str, world: int) -> str:
 
 
 def lightning_strategy(strategy: str, world: int, device: str, *,
-                       find_unused_parameters: bool = False):
-    """A value for ``Trainer(strategy=...)``: ``"auto"`` for one process, else a DDPStrategy
-    with the gloo (CPU) or nccl (GPU) backend and the launcher of :func:`resolve_strategy`."""
-    from lightning.pytorch.strategies import DDPStrategy
+                       find_unused_parameters: bool = False, fabric: bool = False):
+    """A value for ``Trainer(strategy=...)`` (or, with ``fabric``, ``Fabric(strategy=...)``):
+    ``"auto"`` for one process, else a DDPStrategy with the gloo (CPU) or nccl (GPU) backend
+    and the launcher of :func:`resolve_strategy`."""
+    if fabric:
+        from lightning.fabric.strategies import DDPStrategy
+    else:
+        from lightning.pytorch.strategies import DDPStrategy
 
     name = resolve_strategy(strategy, world)
     if name == "auto":

@@ -4,7 +4,9 @@ Both take a preprocessed batch (N, 3, H, W) float32 -- and, for a model that fus
 optionally their encoding (N, M) (default: "unknown") -- and return :class:`BackendOutput`
 (probabilities over the training classes with the saved temperature applied, averaged over
 ensemble members, and the out-of-distribution feature vectors); both preprocess PIL images with
-the model's own eval transform.
+the model's own eval transform. Both are runners of the one scoring loop
+(:func:`~dermlearn.inference.scoring.score_images`: ``run_batch`` averages the probabilities
+over test-time views and takes the OOD vector from the first view).
 
 >>> backend = create_backend("runs/ham/model", "onnx", threads=2)
 >>> out = backend.infer(backend.preprocess_images([image]))
@@ -23,10 +25,11 @@ import torch
 from PIL import Image
 
 from dermlearn.errors import DermlearnError
+from dermlearn.inference.onnx_export import METADATA_INPUT
+from dermlearn.inference.predictor import Predictor
 from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
-from dermlearn.models.views import apply_view, first_views
-from dermlearn.serving.onnx_export import METADATA_INPUT
-from dermlearn.serving.predictor import Predictor, check_threads
+from dermlearn.models.views import apply_view, check_views, first_views
+from dermlearn.parallel import check_threads
 
 __all__ = ["BACKENDS", "BackendOutput", "InferenceBackend", "OnnxBackend", "TorchBackend",
            "create_backend", "resolve_backend"]
@@ -72,6 +75,11 @@ class _Base:
               ) -> BackendOutput:  # pragma: no cover
         raise NotImplementedError
 
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """(3, H, W) of a preprocessed image."""
+        return tuple(self.preprocess.input_size)
+
     def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Batch (N, 3, H, W) float32 from decoded RGB images (the model's eval transform)."""
         if not images:
@@ -79,15 +87,30 @@ class _Base:
             return torch.empty((0, 3, h, w))
         return torch.stack([self.transform(img) for img in images])
 
+    def run_batch(self, images: torch.Tensor, metadata: torch.Tensor | None = None, *,
+                  views: Sequence[str] = ("identity",),
+                  outputs: Sequence[str] = ("probabilities",)) -> dict[str, np.ndarray]:
+        """``probabilities`` (N, C) averaged over ``views``; ``ood`` (N, D) of the first view."""
+        unknown = sorted(set(outputs) - {"probabilities", "ood"})
+        if unknown:
+            raise DermlearnError(f"the {self.name} backend gives probabilities and ood, not "
+                                 f"{', '.join(unknown)}")
+        views = check_views(views, self.preprocess.image_size)
+        total = np.zeros((len(images), len(self.classes)), dtype=np.float64)
+        result = {}
+        for v, name in enumerate(views):
+            out = self.infer(apply_view(torch.as_tensor(images), name).contiguous(), metadata)
+            total += out.probabilities
+            if v == 0 and "ood" in outputs:
+                result["ood"] = np.asarray(out.features, dtype=np.float32)
+        if "probabilities" in outputs:
+            result["probabilities"] = total / len(views)
+        return result
+
     def predict_batch(self, batch: torch.Tensor, metadata: torch.Tensor | None = None,
                       tta: int = 1) -> np.ndarray:
         """Probabilities (N, C) averaged over ``tta`` dihedral views (as Predictor does)."""
-        views = first_views(tta)
-        total = np.zeros((len(batch), len(self.classes)), dtype=np.float64)
-        for name in views:
-            view = apply_view(torch.as_tensor(batch), name).contiguous()
-            total += self.infer(view, metadata).probabilities
-        return total / tta
+        return self.run_batch(batch, metadata, views=first_views(tta))["probabilities"]
 
 
 class TorchBackend(_Base):
@@ -107,14 +130,23 @@ class TorchBackend(_Base):
 
     def infer(self, batch: torch.Tensor | np.ndarray,
               metadata: torch.Tensor | np.ndarray | None = None) -> BackendOutput:
-        probs, feats = self.predictor.predict_batch_with_features(
-            torch.as_tensor(batch), None if metadata is None else torch.as_tensor(metadata))
-        return BackendOutput(probs, feats)
+        out = self.predictor.run_batch(
+            torch.as_tensor(batch), None if metadata is None else torch.as_tensor(metadata),
+            outputs=("probabilities", "ood"))
+        return BackendOutput(out["probabilities"], out["ood"])
+
+    def run_batch(self, images: torch.Tensor, metadata: torch.Tensor | None = None, *,
+                  views: Sequence[str] = ("identity",),
+                  outputs: Sequence[str] = ("probabilities",)) -> dict[str, np.ndarray]:
+        return self.predictor.run_batch(images, metadata, views=views, outputs=outputs)
+
+    def output_widths(self, outputs: Sequence[str]) -> dict[str, int]:
+        return self.predictor.output_widths(outputs)
 
 
 class OnnxBackend(_Base):
     """ONNX Runtime inference (CPU execution provider) of a file from
-    :func:`~dermlearn.serving.onnx_export.export_onnx`; self-contained: classes and
+    :func:`~dermlearn.inference.onnx_export.export_onnx`; self-contained: classes and
     preprocessing come from the file's metadata."""
 
     name = "onnx"
@@ -149,6 +181,12 @@ class OnnxBackend(_Base):
         self.unknown_metadata = (np.asarray(json.loads(self.metadata["unknown_metadata"]),
                                             dtype=np.float32)
                                  if self.metadata_input else None)
+        self.feature_width = sum(int(w) for _, w in json.loads(
+            self.metadata.get("feature_layout", "[]")))
+
+    def output_widths(self, outputs: Sequence[str]) -> dict[str, int]:
+        widths = {"probabilities": len(self.classes), "ood": self.feature_width}
+        return {name: widths[name] for name in outputs}
 
     def infer(self, batch: torch.Tensor | np.ndarray,
               metadata: torch.Tensor | np.ndarray | None = None) -> BackendOutput:
@@ -201,7 +239,7 @@ def create_backend(model_dir: str | Path, backend: str = "torch", *,
     if backend == "torch":
         return TorchBackend(predictor or Predictor.load(model_dir), threads=threads)
     if backend == "onnx":
-        from dermlearn.serving.onnx_export import ensure_onnx
+        from dermlearn.inference.onnx_export import ensure_onnx
 
         path = Path(onnx_path) if onnx_path else ensure_onnx(model_dir, predictor)
         return OnnxBackend(path, threads=threads)

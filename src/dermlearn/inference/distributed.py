@@ -1,4 +1,5 @@
-"""Distributed, resumable batch prediction over a large image set (Lightning ``Trainer.predict``).
+"""Distributed, resumable batch prediction over a large image set (processes launched by
+Lightning Fabric; each scores its share with the one scoring loop).
 
 >>> result = predict_distributed("runs/ham/model", "photos/", "preds.csv", devices=4)
 >>> result.n_scored, result.n_reused      # images scored now, images taken from earlier parts
@@ -12,7 +13,7 @@ column per class, or per ``level`` group via PA) in the input order, each image 
 An image that cannot be decoded does not stop the job: its process records it in
 ``OUT.parts/unreadable-rank-K.csv`` (``index``, ``image``, ``reason``) and scores the rest; the
 merge writes every readable image's row and then raises :class:`UnreadableImagesError` naming
-each unreadable file, as single-process :func:`~dermlearn.serving.predict` does. Unreadable
+each unreadable file, as single-process :func:`~dermlearn.inference.predict` does. Unreadable
 images are tried again by the next run (a replaced file is scored then).
 
 Resuming: a killed job is started again with the same command. Rows already in any part file
@@ -28,24 +29,22 @@ import hashlib
 import io
 import json
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
-from torch.utils.data import DataLoader, Dataset
 
 from dermlearn.atomic import atomic_write, check_output_dir, check_output_file
-from dermlearn.data.images import read_image
-from dermlearn.errors import DermlearnError, ImageDecodeError
-from dermlearn.serving.predictor import (Predictor, UnreadableImagesError, resolve_inputs,
-                                         score_readable)
-from dermlearn.training.distributed import env_rank, world_size
+from dermlearn.errors import DermlearnError
+from dermlearn.inference.inputs import Inputs, resolve_inputs
+from dermlearn.inference.prediction import checked_views, prediction_table
+from dermlearn.inference.predictor import Predictor
+from dermlearn.inference.scoring import UnreadableImagesError, check_batch_size, score_images
+from dermlearn.parallel import (accelerator, env_rank, lightning_strategy, resolve_device,
+                                threads_per_process, world_size)
 
 
 class DistributedPredictionError(DermlearnError):
@@ -68,30 +67,6 @@ def parts_dir(out: str | Path) -> Path:
     """The folder of per-process part files for output CSV ``out``: ``OUT.parts``."""
     out = Path(out)
     return out.with_name(out.name + ".parts")
-
-
-class _IndexedImages(Dataset):
-    """Items ``(image (3, H, W), metadata (M,), index in the input list, reason)`` for the given
-    input positions; ``metadata`` (N, M) is the encoded age/sex/site per input (M = 0: none).
-    An undecodable image comes back as zeros of ``input_size`` with the reason (else "")."""
-
-    def __init__(self, paths: Sequence[str], indices: Sequence[int], transform,
-                 input_size: Sequence[int], metadata: np.ndarray | None = None):
-        self.paths, self.indices, self.transform = list(paths), list(indices), transform
-        self.input_size = tuple(input_size)
-        self.metadata = torch.from_numpy(metadata if metadata is not None
-                                         else np.zeros((len(self.paths), 0), np.float32))
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, item: int):
-        index = self.indices[item]
-        try:
-            image, reason = self.transform(read_image(self.paths[index])), ""
-        except ImageDecodeError as exc:
-            image, reason = torch.zeros(self.input_size), exc.reason or str(exc)
-        return image, self.metadata[index], index, reason
 
 
 def _complete_lines(path: Path) -> str:
@@ -155,60 +130,48 @@ def _append_rows(path: Path, header: list[str], rows: list[list]) -> None:
         os.fsync(f.fileno())
 
 
-class PredictModule(L.LightningModule):
-    """A Predictor loaded from ``model_dir`` in each process (at ``setup``, so nothing large is
-    pickled to spawned processes), its members registered so that Lightning places them on the
-    process's device; a step returns (input indices, probabilities (N, C)) from
-    :meth:`Predictor.predict_batch`, the computation of the single-process path."""
+class PartWriter:
+    """``on_batch`` of :func:`score_images` in one process: appends each batch's rows to
+    ``rank-K.csv`` in ``directory`` (K: the global rank), and its unreadable images to
+    ``unreadable-rank-K.csv``. ``share`` maps the batch's positions to input indices."""
 
-    def __init__(self, model_dir: str | Path, tta: int = 1):
-        super().__init__()
-        self.model_dir, self.tta = str(model_dir), tta
-        self.predictor: Predictor | None = None
+    def __init__(self, directory: Path, rank: int, ids: Sequence[str], classes: Sequence[str],
+                 share: Sequence[int]):
+        self.rows = Path(directory) / f"rank-{rank}.csv"
+        self.unreadable = Path(directory) / f"unreadable-rank-{rank}.csv"
+        self.ids, self.classes, self.share = list(ids), list(classes), list(share)
 
-    def setup(self, stage: str) -> None:
-        if self.predictor is None:
-            self.predictor = Predictor.load(self.model_dir)
-            self.members = torch.nn.ModuleList(self.predictor.members)
-
-    def on_predict_start(self) -> None:
-        self.predictor.device = self.device
-
-    def predict_step(self, batch, batch_idx):
-        """(indices (N,), probabilities (N, C) with NaN rows for unreadable images, reasons)."""
-        images, metadata, index, reasons = batch
-        probs = score_readable(self.predictor, images,
-                               metadata.cpu() if metadata.shape[1] else None,
-                               np.array([not r for r in reasons]),
-                               len(self.predictor.classes), self.tta)
-        return index.cpu().numpy(), probs, list(reasons)
-
-
-class PartWriter(BasePredictionWriter):
-    """Appends each batch's rows to ``rank-K.csv`` in ``directory`` (K: the global rank), and
-    its unreadable images to ``unreadable-rank-K.csv``; with ``write=False`` (a process that
-    only pads) nothing."""
-
-    def __init__(self, directory: Path, ids: Sequence[str], classes: Sequence[str],
-                 write: bool = True):
-        super().__init__(write_interval="batch")
-        self.directory, self.ids, self.classes = Path(directory), list(ids), list(classes)
-        self.write = write
-
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,
-                           batch_idx, dataloader_idx=0) -> None:
-        if not self.write:
-            return
-        index, probs, reasons = prediction
-        rows = [[int(i), self.ids[int(i)], *(f"{p:.9g}" for p in row)]
-                for i, row, reason in zip(index, probs, reasons) if not reason]
+    def __call__(self, positions: np.ndarray, outputs: dict[str, np.ndarray],
+                 unreadable: list[tuple[int, str, str]]) -> None:
+        bad = {position for position, _, _ in unreadable}
+        rows = [[self.share[p], self.ids[self.share[p]], *(f"{v:.9g}" for v in probs)]
+                for p, probs in zip(positions.tolist(), outputs["probabilities"]) if p not in bad]
         if rows:
-            _append_rows(self.directory / f"rank-{trainer.global_rank}.csv",
-                         ["index", "image", *self.classes], rows)
-        bad = [[int(i), self.ids[int(i)], reason] for i, reason in zip(index, reasons) if reason]
-        if bad:
-            _append_rows(self.directory / f"unreadable-rank-{trainer.global_rank}.csv",
-                         ["index", "image", "reason"], bad)
+            _append_rows(self.rows, ["index", "image", *self.classes], rows)
+        if unreadable:
+            _append_rows(self.unreadable, ["index", "image", "reason"],
+                         [[self.share[p], self.ids[self.share[p]], reason]
+                          for p, _, reason in unreadable])
+
+
+def _score_share(fabric, model_dir: str, paths: list[str], ids: list[str],
+                 metadata: np.ndarray | None, remaining: list[int], parts: Path,
+                 views: tuple[str, ...], batch_size: int, num_workers: int, progress: bool,
+                 local_processes: int) -> None:
+    """What each process runs: score every world-th remaining image (from its global rank
+    on) with :func:`score_images`, writing rows as they come; then wait for the others."""
+    if fabric.world_size > 1:
+        torch.set_num_threads(threads_per_process(local_processes))
+    share = remaining[fabric.global_rank::fabric.world_size]
+    if share:
+        predictor = Predictor.load(model_dir, device=str(fabric.device))
+        score_images(predictor, [paths[i] for i in share],
+                     metadata=None if metadata is None else metadata[share], views=views,
+                     batch_size=batch_size, num_workers=num_workers, device=fabric.device,
+                     progress=progress and fabric.is_global_zero, desc="predicting",
+                     on_batch=PartWriter(parts, fabric.global_rank, ids, predictor.classes,
+                                         share))
+    fabric.barrier("dermlearn.predict")  # every part written before rank 0 merges
 
 
 def _check_meta(directory: Path, meta: dict, write: bool) -> None:
@@ -228,68 +191,45 @@ def _digest(paths: Sequence[str]) -> str:
     return hashlib.sha1("\n".join(paths).encode("utf-8")).hexdigest()
 
 
-def predict_distributed(model_dir: str | Path, inputs: str | Path | Sequence[str | Path],
-                        out: str | Path, *, devices: int = 1, num_nodes: int = 1,
-                        strategy: str = "auto", device: str = "auto", level: str | None = None,
-                        tta: int = 1, batch_size: int = 32, num_workers: int = 2,
-                        float_format: str = "%.6f",
+def predict_distributed(model_dir: str | Path, inputs: Inputs, out: str | Path, *,
+                        devices: int = 1, num_nodes: int = 1, strategy: str = "auto",
+                        device: str = "auto", level: str | None = None, tta: int = 1,
+                        batch_size: int = 32, num_workers: int = 2, float_format: str = "%.6f",
                         progress: bool = False) -> DistributedPrediction | None:
     """Score ``inputs`` with ``devices x num_nodes`` processes, resumably; write ``out``.
 
-    ``inputs``: image files, a folder of images or a dataset spec (as :func:`predict`; a
-    dataset's age/sex/site reach a metadata-fusion model);
-    ``batch_size``: images per process and step; ``num_workers``: decoding workers per process;
-    ``strategy``/launch as for training (:mod:`dermlearn.training.distributed`): from the CLI,
+    ``inputs``: image files, a folder of images, a dataset spec or a Manifest (as
+    :func:`~dermlearn.inference.predict`; a dataset's age/sex/site reach a metadata-fusion
+    model); ``batch_size``: images per process and step; ``num_workers``: decoding workers per
+    process; ``strategy``/launch as for training (:mod:`dermlearn.parallel`): from the CLI,
     torchrun or SLURM each process runs this function; from Python, Lightning spawns them.
     Returns the merged result in global rank 0 and None in the other processes.
     """
-    from dermlearn.training.callbacks import ThreadsPerProcess
-    from dermlearn.training.distributed import accelerator, lightning_strategy
-    from dermlearn.training.run import _resolve_device
+    from lightning.fabric import Fabric
 
     world = world_size(devices, num_nodes)
     rank = env_rank(devices)
-    device = _resolve_device(device)
+    device = resolve_device(device)
+    batch_size = check_batch_size(batch_size)
     out = check_output_file(out)
     parts = check_output_dir(parts_dir(out))
     parts.mkdir(parents=True, exist_ok=True)
     predictor = Predictor.load(model_dir)
+    predictor.check_level(level)  # an unknown level fails now, not after scoring every image
+    views = checked_views(predictor, tta)
     ids, paths, metadata = resolve_inputs(inputs)
-    encoder = predictor.metadata_encoder
-    encoded = (encoder.encode_table(metadata) if encoder is not None and metadata is not None
-               else None)
-    if level:  # an unknown level fails now, not after scoring every image
-        predictor.to_level(np.full((1, len(predictor.classes)), 1 / len(predictor.classes)),
-                           level)
     _check_meta(parts, {"model": str(Path(predictor.directory or model_dir).resolve()),
                         "tta": tta, "classes": predictor.classes, "n_images": len(paths),
                         "inputs_sha1": _digest(paths)}, write=rank == 0)
     done = read_parts(parts, len(predictor.classes))
     remaining = [i for i in range(len(paths)) if i not in done]
     if remaining:
-        # Each process takes every world-th missing image: disjoint shares. With fewer images
-        # left than processes, one without a share scores a copy of the first and writes
-        # nothing (Lightning needs a batch in every process).
-        share = remaining[rank::world]
-        loader = DataLoader(_IndexedImages(paths, share or remaining[:1], predictor.transform,
-                                           predictor.preprocess.input_size, encoded),
-                            batch_size=batch_size, num_workers=num_workers,
-                            persistent_workers=False, pin_memory=device == "cuda")
-        trainer = L.Trainer(
-            accelerator=accelerator(device), devices=devices, num_nodes=num_nodes,
-            strategy=lightning_strategy(strategy, world, device), logger=False,
-            callbacks=[PartWriter(parts, ids, predictor.classes, write=bool(share)),
-                       ThreadsPerProcess()],
-            enable_progress_bar=progress, enable_model_summary=False,
-            use_distributed_sampler=False, default_root_dir=str(parts))
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", ".*does not have many workers.*")
-            module = PredictModule(predictor.directory or model_dir, tta)
-            trainer.predict(module, dataloaders=loader, return_predictions=False)
-        trainer.strategy.barrier("dermlearn.predict")  # every part written before the merge
-        if not trainer.is_global_zero:
-            return None
-    elif rank != 0:
+        fabric = Fabric(accelerator=accelerator(device), devices=devices, num_nodes=num_nodes,
+                        strategy=lightning_strategy(strategy, world, device, fabric=True))
+        fabric.launch(_score_share, str(predictor.directory), paths, ids,
+                      predictor.encode_metadata(metadata), remaining, parts, views, batch_size,
+                      num_workers, progress, devices)
+    if rank != 0:
         return None
     return _merge(predictor, ids, paths, parts, out, level, float_format,
                   n_scored=len(remaining))
@@ -309,11 +249,7 @@ def _merge(predictor: Predictor, ids: list[str], paths: list[str], parts: Path, 
     scored = [i for i in range(len(ids)) if i in done]
     probs = np.stack([done[i] for i in scored]) if scored \
         else np.zeros((0, len(predictor.classes)))
-    columns = list(predictor.classes)
-    if level:
-        probs, columns = predictor.to_level(probs, level)
-    table = pd.DataFrame(probs, columns=columns)
-    table.insert(0, "image", [ids[i] for i in scored])
+    table = prediction_table(predictor, [ids[i] for i in scored], probs, level)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: table.to_csv(tmp, index=False, float_format=float_format))
     if unreadable:

@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-    from dermlearn.serving.predictor import Predictor
+    from dermlearn.inference.predictor import Predictor
 
 __all__ = ["OOD_JSON", "OOD_WEIGHTS", "LayerStats", "OODDetector", "feature_layers",
            "fit_ood", "fit_ood_features", "image_features", "load_ood", "ood_features",
@@ -309,22 +309,12 @@ def fit_ood_features(features: np.ndarray, layout: Sequence[tuple[str, int]] | N
 def image_features(predictor: "Predictor", paths: Sequence[str | Path], *, batch_size: int = 32,
                    num_workers: int = 0, progress: bool = False) -> np.ndarray:
     """The OOD feature vectors (N, D) of image files, decoded and preprocessed as the service
-    does (see :meth:`Predictor.features_batch`); (0, 1) for no paths."""
-    import torch
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
+    does (see :func:`ood_features`). An unreadable file is an ImageDecodeError naming it."""
+    from dermlearn.inference.scoring import score_images
 
-    from dermlearn.training.dataset import LesionDataset
-
-    images = LesionDataset([str(p) for p in paths], np.zeros(len(paths), dtype=np.int64),
-                           predictor.transform)
-    loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers)
-    feats = []
-    with tqdm(total=len(paths), unit="img", desc="OOD features", disable=not progress) as bar:
-        for batch, _, _ in loader:
-            feats.append(predictor.features_batch(torch.as_tensor(batch)))
-            bar.update(len(batch))
-    return np.concatenate(feats) if feats else np.zeros((0, 1))
+    return score_images(predictor, [str(p) for p in paths], outputs=("ood",),
+                        batch_size=batch_size, num_workers=num_workers, skip_unreadable=False,
+                        progress=progress, desc="OOD features").outputs["ood"]
 
 
 def fit_ood(predictor: "Predictor", paths: Sequence[str | Path], labels: Sequence[Any] | None
@@ -338,7 +328,7 @@ def fit_ood(predictor: "Predictor", paths: Sequence[str | Path], labels: Sequenc
     ids, optional) keep a lesion's images on one side of the cross-fitting that sets the
     threshold. Images are decoded and preprocessed exactly as the service does.
     """
-    from dermlearn.serving.model_card import feature_digest, model_identity
+    from dermlearn.inference.identity import feature_digest, model_identity
 
     features = image_features(predictor, paths, batch_size=batch_size, num_workers=num_workers,
                               progress=progress)
@@ -354,7 +344,7 @@ def fit_ood(predictor: "Predictor", paths: Sequence[str | Path], labels: Sequenc
 def load_ood(model_dir: str | Path, *, feature_digest: str | None = None) -> OODDetector | None:
     """The detector saved in ``model_dir``, or None when there is none, it is unreadable, or
     it was fitted for other weights (``feature_digest``, see
-    :func:`~dermlearn.serving.model_card.feature_digest`; a warning says so). Fitting a
+    :func:`~dermlearn.inference.identity.feature_digest`; a warning says so). Fitting a
     temperature after the statistics does not invalidate them."""
     from safetensors.numpy import load_file
 

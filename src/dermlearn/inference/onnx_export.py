@@ -8,7 +8,7 @@ row are in the file's metadata) -- and returns
 * ``probabilities`` (N, C): the mean over ensemble members of ``softmax(logits / temperature)``
   (the saved temperature is part of the graph; it is also in the metadata);
 * ``features`` (N, D): the out-of-distribution detector's feature vector
-  (:mod:`dermlearn.serving.ood`): the first member's pooled penultimate features followed by
+  (:mod:`dermlearn.inference.ood`): the first member's pooled penultimate features followed by
   channel statistics of middle backbone stages (``feature_layout`` in the metadata).
 
 The batch axis is dynamic; the file is a single opset-17 file (TorchScript exporter,
@@ -36,9 +36,9 @@ from torch import nn
 from dermlearn import __version__
 from dermlearn.atomic import atomic_write, check_output_file
 from dermlearn.errors import DermlearnError
-from dermlearn.serving.model_card import available_levels, model_identity, source_digest
-from dermlearn.serving.ood import ood_features
-from dermlearn.serving.predictor import Predictor
+from dermlearn.inference.identity import available_levels, model_identity, source_digest
+from dermlearn.inference.ood import ood_features
+from dermlearn.inference.predictor import Predictor, ensemble_probabilities, model_directory
 
 __all__ = ["METADATA_INPUT", "ONNX_FILE", "OPSET", "EnsembleGraph", "export_onnx", "ensure_onnx",
            "onnx_metadata", "read_onnx_metadata"]
@@ -68,17 +68,15 @@ class EnsembleGraph(nn.Module):
 
     def forward(self, images: torch.Tensor, metadata: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        probabilities = None
-        features = None
+        logits, features = [], None
         for member in self.members:
             if features is None:
                 feats, features, _ = ood_features(member, images)
             else:
                 feats = member.features(images)
-            p = torch.softmax(member.classify(feats, metadata if member.metadata is not None
-                                              else None) / self.temperature, dim=1)
-            probabilities = p if probabilities is None else probabilities + p
-        return probabilities / len(self.members), features
+            logits.append(member.classify(feats, metadata if member.metadata is not None
+                                          else None))
+        return ensemble_probabilities(logits, self.temperature, dtype=torch.float32), features
 
 
 def onnx_metadata(predictor: Predictor) -> dict[str, str]:
@@ -213,9 +211,7 @@ def ensure_onnx(model_dir: str | Path, predictor: Predictor | None = None) -> Pa
     in ``$TMPDIR/dermlearn-onnx/``; a cached file whose weights digest no longer matches the
     model is re-exported.
     """
-    model_dir = Path(model_dir)
-    if (model_dir / "model" / "config.json").exists():
-        model_dir = model_dir / "model"
+    model_dir = model_directory(model_dir)
     predictor = predictor or Predictor.load(model_dir)
     digest = source_digest(model_dir, predictor.config)
     candidates = _cache_candidates(model_dir, digest)
