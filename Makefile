@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PIP := $(PY) -m pip install --disable-pip-version-check -q
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test test-all install install-dev browser clean bench
+.PHONY: demo test test-all lint install install-dev browser clean bench
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,8 +33,13 @@ browser:
 	    (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)); } || \
 	  echo "note: Chromium not installed (needs root/apt); browser tests will be skipped"
 
+# Lint first (ruff, configured in pyproject.toml), so CI, which runs `make test`, lints too.
 test: $(VENV)/.installed-dev browser
+	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed-dev
+	$(PY) -m ruff check src tests benchmarks
 
 test-all: $(VENV)/.installed-dev browser
 	$(PY) -m pytest -q -m "slow or not slow"

@@ -116,12 +116,12 @@ def timed_batches(fn, batches, warmup: int = 1, budget: float = float("inf")) ->
 # --------------------------------------------------------------------------------------------
 # inference
 def bench_inference(args, manifest, rows, rows_out: list, tmp: Path) -> dict:
-    from serving_fixtures import make_tiny_model
-
     from dermlearn.data.images import read_image
     from dermlearn.inference.backends import OnnxBackend
     from dermlearn.inference.onnx_export import ensure_onnx
     from dermlearn.inference.predictor import Predictor, predict
+
+    from serving_fixtures import make_tiny_model
 
     model_dir = make_tiny_model(tmp / "model", image_size=args.size)
     predictor = Predictor.load(model_dir)
@@ -217,16 +217,16 @@ class _EpochTimer:
 
 
 def _train_data(manifest, rows, cfg, cache_root: Path | None):
+    from dermlearn.data.dataset import ImageDataset
     from dermlearn.training.augment import train_transform
-    from dermlearn.training.dataset import LesionDataset
-    from dermlearn.training.run import training_image_cache
+    from dermlearn.training.fit import training_image_cache
 
     labels = manifest.table["label"].to_numpy()[rows]
     classes = sorted(set(labels))
     targets = np.array([classes.index(c) for c in labels])
     cache = training_image_cache(cfg, cache_root) if cache_root is not None else None
-    ds = LesionDataset(manifest.table["path"].to_numpy()[rows], targets,
-                       train_transform("default", cfg), image_cache=cache)
+    ds = ImageDataset(manifest.table["path"].to_numpy()[rows], train_transform("default", cfg),
+                      targets=targets, image_cache=cache)
     return ds, targets, classes
 
 
@@ -244,12 +244,12 @@ def train_lightning(manifest, rows, recipe, epochs: int, cache_root: Path | None
     """Seconds of the last epoch of dermlearn's Lightning path (no validation); with
     ``limit_batches``, (seconds, images) of that many batches of the last epoch."""
     import lightning as L
-    from torch.utils.data import DataLoader
 
+    from dermlearn.data.dataset import make_loader
     from dermlearn.training.callbacks import weight_ema
-    from dermlearn.training.sampler import EpochSampler
+    from dermlearn.training.fit import preprocess_config as _preprocess_config
     from dermlearn.training.module import LesionModule
-    from dermlearn.training.run import _preprocess_config
+    from dermlearn.training.sampler import EpochSampler
 
     model, backbone = _classifier(recipe, 7)
     cfg = _preprocess_config(backbone, recipe)
@@ -257,9 +257,9 @@ def train_lightning(manifest, rows, recipe, epochs: int, cache_root: Path | None
     model, _ = _classifier(recipe, len(classes))
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    dl = DataLoader(ds, batch_size=recipe.batch_size, sampler=EpochSampler(targets, seed=0),
-                    num_workers=recipe.num_workers, persistent_workers=recipe.num_workers > 0,
-                    drop_last=True)
+    dl = make_loader(ds, batch_size=recipe.batch_size, sampler=EpochSampler(targets, seed=0),
+                     num_workers=recipe.num_workers, persistent_workers=recipe.num_workers > 0,
+                     drop_last=True)
     module = LesionModule(model, recipe, classes, None)
     timer = _EpochTimer().cb
     ema = weight_ema(recipe, epochs, len(dl))  # the default recipe's average, as in train
@@ -283,7 +283,7 @@ def train_plain(manifest, rows, recipe, epochs: int) -> float:
     fp32, NCHW, torch AdamW, images decoded every epoch. Seconds of the last epoch."""
     from torch.utils.data import DataLoader
 
-    from dermlearn.training.run import _preprocess_config
+    from dermlearn.training.fit import preprocess_config as _preprocess_config
 
     model, backbone = _classifier(recipe, 7)
     cfg = _preprocess_config(backbone, recipe)
@@ -296,7 +296,7 @@ def train_plain(manifest, rows, recipe, epochs: int) -> float:
     seconds = 0.0
     for _ in range(epochs):
         start = time.perf_counter()
-        for images, _, y in dl:
+        for images, _, y, *_ in dl:
             opt.zero_grad()
             loss_fn(model(images, None), y).backward()
             opt.step()
@@ -333,8 +333,8 @@ def train_step_ips(recipe, dtype, batch: int, steps: int = 1) -> float:
 
 def training_flops(recipe, frozen: bool) -> float:
     """FLOPs of one training image (forward + backward) at the recipe's resolution."""
+    from dermlearn.training.fit import preprocess_config as _preprocess_config
     from dermlearn.training.module import LesionModule
-    from dermlearn.training.run import _preprocess_config
 
     model, backbone = _classifier(recipe, 7)
     cfg = _preprocess_config(backbone, recipe)
@@ -448,7 +448,7 @@ class TreeMemory:
             if main + workers > self.peak:
                 self.peak, self.peak_workers = main + workers, workers
 
-    def __enter__(self) -> "TreeMemory":
+    def __enter__(self) -> TreeMemory:
         self._thread.start()
         return self
 
@@ -511,10 +511,15 @@ def bench_rss(args, rows_out: list) -> dict:
 def bench_feature_cache(args, rows_out: list, tmp: Path) -> dict:
     from dermlearn.models.backbones import create_backbone
     from dermlearn.splits import make_splits
-    from dermlearn.training.features import (FeatureCache, cross_validate_features,
-                                             extract_features, fit_logreg_head, predict_proba)
+    from dermlearn.training.features import (
+        FeatureCache,
+        cross_validate_features,
+        extract_features,
+        fit_logreg_head,
+        predict_proba,
+    )
+    from dermlearn.training.fit import preprocess_config as _preprocess_config
     from dermlearn.training.recipes import get_recipe
-    from dermlearn.training.run import _preprocess_config
 
     manifest, rows = subset_paths(Path(args.data), args.cv_images, seed=1)
     sub = manifest.subset(rows)
@@ -543,7 +548,7 @@ def bench_feature_cache(args, rows_out: list, tmp: Path) -> dict:
     timings = []
     for _ in range(2):
         start = time.perf_counter()
-        for name in sorted(set(folds)):  # as a per-fold run would: ask the cache every fold
+        for _fold in sorted(set(folds)):  # as a per-fold run would: ask the cache every fold
             feats = extract_features(sub, backbone, cfg, cache=cache, **kw)
         oof_b, _ = cross_validate_features(feats, y, folds, len(classes))
         timings.append(time.perf_counter() - start)

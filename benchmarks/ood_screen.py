@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from dermlearn.data import load
-from dermlearn.evaluation.evaluate import evaluation_rows
 from dermlearn.inference.ood import image_features, load_ood
 from dermlearn.inference.predictor import Predictor
+from dermlearn.inference.unseen import unseen_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,11 +61,11 @@ def main(argv: list[str] | None = None) -> int:
 
     others = non_lesions()
     batch = torch.stack([predictor.transform(im) for im in others.values()])
-    for name, ratio in zip(others, ratios(predictor.features_batch(batch))):
+    for name, ratio in zip(others, ratios(predictor.run_batch(batch, outputs=("ood",))["ood"])):
         print(f"  {name:18s} score / threshold {ratio:.2f}{'  flagged' if ratio > 1 else ''}")
 
     manifest = load(predictor.config["training_data"]["source"])
-    rows, _, _ = evaluation_rows(predictor.directory, manifest, "val")
+    rows = unseen_images(predictor, manifest, "val").rows
     val = [manifest.image_path(int(i)) for i in rows]
     _flagged("its validation photos", ratios(image_features(predictor, val, num_workers=2)))
     if args.other:

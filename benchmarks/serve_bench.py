@@ -91,7 +91,7 @@ class Server:
                     "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms),
                     "--log-level", "warning"]
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         deadline = time.monotonic() + 300

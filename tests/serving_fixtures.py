@@ -13,8 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -134,7 +134,7 @@ class ServerProcess:
         self.process: subprocess.Popen | None = None
         self.log = b""
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         import httpx
 
         self.process = subprocess.Popen(self.command, cwd=self.cwd, env=self.env,

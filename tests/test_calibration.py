@@ -5,8 +5,12 @@ import numpy as np
 import pytest
 from scipy.special import log_softmax, softmax
 
-from dermlearn.evaluation.calibration import (apply_temperature, expected_calibration_error,
-                                              fit_temperature, reliability_bins)
+from dermlearn.evaluation.calibration import (
+    apply_temperature,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+)
 
 
 def test_reliability_bins_by_hand():

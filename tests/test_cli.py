@@ -58,7 +58,7 @@ def tiny(tmp_path_factory):
     from serving_fixtures import make_tiny_model
 
     root = tmp_path_factory.mktemp("cli-bad-input")
-    model = make_tiny_model(root / "model", image_size=64)
+    make_tiny_model(root / "model", image_size=64)
     for label, names in {"nv": ["n1", "n2"], "mel": ["m1", "m2"]}.items():
         (root / "data" / label).mkdir(parents=True)
         for name in names:
@@ -91,12 +91,14 @@ def places(tmp_path):
 ])
 def test_output_path_errors_come_before_the_work(tiny, places, monkeypatch, capsys, command,
                                                  out, problem):
-    import dermlearn.inference.scoring as scoring
+    from dermlearn.inference.backends import OnnxBackend
+    from dermlearn.inference.predictor import Predictor
 
     def no_work(*args, **kwargs):
         raise AssertionError("predicted before checking --out")
 
-    monkeypatch.setattr(scoring, "score_images", no_work)
+    monkeypatch.setattr(Predictor, "run_batch", no_work)
+    monkeypatch.setattr(OnnxBackend, "run_batch", no_work)
     argv = [str(tiny / "model") if a == "MODEL" else str(tiny / "data") if a == "DATA" else
             a.replace("PHOTOS", str(tiny / "photos")) for a in command.split()]
     assert main([*argv, "--out", str(places / out)]) == 2
@@ -179,10 +181,9 @@ def test_predict_api_keeps_the_readable_rows_in_the_error(tiny):
 
 
 def test_predict_refuses_an_unknown_level_before_scoring(tiny, monkeypatch):
-    import dermlearn.inference.prediction as predict_module
-    from dermlearn.inference import predict
+    from dermlearn.inference import Predictor, predict
 
-    monkeypatch.setattr(predict_module, "score_images", lambda *a, **k: pytest.fail("scored"))
+    monkeypatch.setattr(Predictor, "run_batch", lambda *a, **k: pytest.fail("scored"))
     with pytest.raises(DermlearnError, match="unknown level 'nosuch'"):
         predict(tiny / "model", tiny / "photos", level="nosuch")
 

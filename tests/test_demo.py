@@ -5,8 +5,9 @@ import json
 
 import pandas as pd
 
-from browser import BROKEN_IMAGES_JS, browser_page
 from dermlearn.demo import run_demo
+
+from browser import BROKEN_IMAGES_JS, browser_page
 
 
 def test_demo_runs_end_to_end(tmp_path):

@@ -29,8 +29,8 @@ from safetensors.torch import load_file
 from dermlearn.data.synthetic import make_synthetic_dataset
 from dermlearn.inference import predict
 from dermlearn.inference.distributed import parts_dir, predict_distributed, read_parts
-from dermlearn.training.sampler import EpochSampler
 from dermlearn.training.run import train
+from dermlearn.training.sampler import EpochSampler
 
 CLASSES = ["nv", "bkl", "mel"]
 RECIPE = dict(epochs=2, image_size=64, batch_size=8, num_workers=0, drop_rate=0.0, unfreeze=0,

@@ -18,8 +18,14 @@ import pytest
 
 from dermlearn.data import download as dl
 from dermlearn.data.archives import extract_archive
-from dermlearn.data.download import (MIRROR_ENV, SOURCES, RemoteFile, describe,
-                                     download_dataset, mirror_url)
+from dermlearn.data.download import (
+    MIRROR_ENV,
+    SOURCES,
+    RemoteFile,
+    describe,
+    download_dataset,
+    mirror_url,
+)
 from dermlearn.data.fetch import download_file
 from dermlearn.errors import DownloadError
 

@@ -88,10 +88,10 @@ def test_truth_csv_must_be_one_hot(csvs):
 @pytest.mark.slow
 def test_report_of_a_ph2_run_opens_in_chromium(ph2_dir, tmp_path):
     """A PH2 5-fold features-mode run, evaluated on its held-out images: every figure renders."""
-    from browser import BROKEN_IMAGES_JS, browser_page
-
     from dermlearn.evaluation.evaluate import evaluate_model
     from dermlearn.training.run import train
+
+    from browser import BROKEN_IMAGES_JS, browser_page
 
     run = tmp_path / "ph2"
     train(ph2_dir, run, overrides={"mode": "features", "folds": 5, "image_size": 160},
@@ -108,9 +108,9 @@ def test_report_of_a_ph2_run_opens_in_chromium(ph2_dir, tmp_path):
 
 def test_cli_explain_and_embed(tmp_path, capsys):
     """`dermlearn explain` writes one overlay per image; `embed` the t-SNE CSV and figures."""
-    from serving_fixtures import make_tiny_model
-
     from dermlearn.data.synthetic import make_synthetic_dataset
+
+    from serving_fixtures import make_tiny_model
 
     model = make_tiny_model(tmp_path / "model", image_size=64)
     data = make_synthetic_dataset(tmp_path / "data", classes=("mel", "nv"), seed=0)

@@ -8,9 +8,16 @@ import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from dermlearn.errors import DataError, DermlearnError
-from dermlearn.evaluation.binary import (binary_report, bootstrap_auc_ci, fold_summary,
-                                         load_readers, readers_vs_curve, roc_points,
-                                         sensitivity_at_specificity, specificity_at_sensitivity)
+from dermlearn.evaluation.binary import (
+    binary_report,
+    bootstrap_auc_ci,
+    fold_summary,
+    load_readers,
+    readers_vs_curve,
+    roc_points,
+    sensitivity_at_specificity,
+    specificity_at_sensitivity,
+)
 
 # 4 negatives, 4 positives; one negative (0.6) above one positive (0.4)
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 1])

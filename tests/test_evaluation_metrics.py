@@ -8,13 +8,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dermlearn.evaluation.metrics import (PER_CLASS_KEYS, UNDECIDED, accuracy,
-                                          auc_above_sensitivity, balanced_accuracy,
-                                          classification_metrics, confusion_matrix,
-                                          one_vs_rest_counts, one_vs_rest_rates, per_class_auc,
-                                          per_class_auc_above_sensitivity,
-                                          per_class_average_precision, per_class_recall,
-                                          per_class_sensitivity, predictions)
+from dermlearn.evaluation.metrics import (
+    PER_CLASS_KEYS,
+    UNDECIDED,
+    accuracy,
+    auc_above_sensitivity,
+    balanced_accuracy,
+    classification_metrics,
+    confusion_matrix,
+    one_vs_rest_counts,
+    one_vs_rest_rates,
+    per_class_auc,
+    per_class_auc_above_sensitivity,
+    per_class_average_precision,
+    per_class_recall,
+    per_class_sensitivity,
+    predictions,
+)
 from dermlearn.evaluation.subgroups import AGE_BANDS, age_band, subgroup_metrics
 
 # y = [0, 0, 1, 1, 2]; argmax: 0, 1, 1, tie(0/1) -> undecided, 2

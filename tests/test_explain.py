@@ -11,7 +11,6 @@ from torch import nn
 
 from dermlearn.data.synthetic import render_lesion
 from dermlearn.errors import DermlearnError
-from dermlearn.inference import score_images
 from dermlearn.explain import (
     METHODS,
     Explanation,
@@ -31,9 +30,9 @@ from dermlearn.explain import (
     tsne_2d,
     visible_region,
 )
+from dermlearn.inference import Predictor, score_images
 from dermlearn.models import PreprocessConfig, create_backbone, eval_transform
 from dermlearn.models.lesion_classifier import LesionClassifier
-from dermlearn.inference import Predictor
 from dermlearn.taxonomy import load_taxonomy
 
 CLASSES = ["nv", "bkl", "mel"]

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+from dermlearn.data.dataset import ImageDataset
 from dermlearn.errors import ImageDecodeError
 from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
 from dermlearn.training.augment import train_transform
-from dermlearn.data.dataset import ImageDataset
 from dermlearn.training.image_cache import ImageCache, cache_side
 from dermlearn.training.recipes import get_recipe
 

@@ -7,10 +7,10 @@ import time
 
 import numpy as np
 import pytest
+import timm
 import torch
 from PIL import Image
 
-import timm
 from dermlearn.errors import DermlearnError
 from dermlearn.models import (
     DEFAULT_BACKBONE,

@@ -6,9 +6,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import write_images
 from dermlearn.data import detect_format, load, parse_spec
 from dermlearn.errors import DataError
+
+from conftest import write_images
 
 
 def make_ham(root: Path, jpeg: bytes) -> Path:

@@ -21,14 +21,20 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from dermlearn.serving.app import STATIC_DIR, create_app
-from dermlearn.serving.batching import MicroBatcher
 from dermlearn.inference.ood import fit_ood
 from dermlearn.inference.predictor import Predictor
+from dermlearn.serving.app import STATIC_DIR, create_app
+from dermlearn.serving.batching import MicroBatcher
 
 from conftest import BAD
-from serving_fixtures import HAM7, jpeg_bytes, lesion_paths, make_tiny_model, png_bytes, \
-    synthetic_lesion
+from serving_fixtures import (
+    HAM7,
+    jpeg_bytes,
+    lesion_paths,
+    make_tiny_model,
+    png_bytes,
+    synthetic_lesion,
+)
 
 
 @pytest.fixture(scope="module")

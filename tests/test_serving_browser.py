@@ -18,8 +18,13 @@ from pathlib import Path
 import pytest
 
 from browser import BROKEN_IMAGES_JS, browser_page
-from serving_fixtures import ServerProcess, lesion_paths, make_tiny_model, png_bytes, \
-    synthetic_lesion
+from serving_fixtures import (
+    ServerProcess,
+    lesion_paths,
+    make_tiny_model,
+    png_bytes,
+    synthetic_lesion,
+)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 real images, the on-the-fly cache, and ``predict --backend onnx``."""
 from __future__ import annotations
 
-
 import numpy as np
 import onnx
 import pandas as pd
@@ -13,7 +12,13 @@ from dermlearn.cli import main
 from dermlearn.data.images import read_image
 from dermlearn.errors import DermlearnError
 from dermlearn.inference.backends import OnnxBackend, TorchBackend, create_backend
-from dermlearn.inference.onnx_export import DIGEST_KEY, ONNX_FILE, ensure_onnx, metadata_dict, read_onnx_metadata
+from dermlearn.inference.onnx_export import (
+    DIGEST_KEY,
+    ONNX_FILE,
+    ensure_onnx,
+    metadata_dict,
+    read_onnx_metadata,
+)
 from dermlearn.inference.predictor import Predictor
 
 from serving_fixtures import HAM7, lesion_paths, make_tiny_model

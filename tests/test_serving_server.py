@@ -18,8 +18,7 @@ from PIL import Image
 from dermlearn.serving.app import app_from_env
 from dermlearn.serving.service import ENV_CONFIG, ServiceConfig
 
-from serving_fixtures import ServerProcess, jpeg_bytes, make_tiny_model, \
-    png_bytes, synthetic_lesion
+from serving_fixtures import ServerProcess, jpeg_bytes, make_tiny_model, png_bytes, synthetic_lesion
 
 MAX_UPLOAD_MB = 1
 

@@ -5,14 +5,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import write_images
 from dermlearn.cli import main
 from dermlearn.data import load
 from dermlearn.data.manifest import Manifest
 from dermlearn.errors import DataError, DermlearnError, LeakageError
-from dermlearn.splits import (TEST, SplitError, check_no_leakage, load_splits, make_splits,
-                              save_splits, split_summary)
+from dermlearn.splits import (
+    TEST,
+    SplitError,
+    check_no_leakage,
+    load_splits,
+    make_splits,
+    save_splits,
+    split_summary,
+)
 from dermlearn.taxonomy import load_taxonomy
+
+from conftest import write_images
 
 
 def synthetic_manifest(n_lesions: int = 300, seed: int = 0, with_patients: bool = True) -> Manifest:

@@ -153,7 +153,8 @@ def test_builtin_covers_dataset_codes(derm):
     assert set(derm.children("bkl")) >= {"seborrheic_keratosis", "solar_lentigo", "lichenoid_keratosis", "lentigo_nos"}
     assert set(derm.children("nv")) >= {"common_nevus", "atypical_nevus"}
     assert derm.parent("scc") == "malignant_epidermal"
-    assert derm.parent("cafe_au_lait_macule") == derm.parent("atypical_melanocytic_proliferation") == "benign_melanocytic"
+    assert (derm.parent("cafe_au_lait_macule") == derm.parent("atypical_melanocytic_proliferation")
+            == "benign_melanocytic")
     assert derm.parent("vasc") == derm.parent("df") == "benign_dermal"
     assert len(derm.level_groups("esteva9")) == 9
 
@@ -287,7 +288,8 @@ def test_unknown_name_and_missing_file(tmp_path):
     ("root: r\nnodes: [r]\n", "duplicate node id 'r'"),
     ("root: r\nnodes:\n  - {id: a, aliases: [thing]}\n  - {id: b, aliases: [Thing]}\n",
      "alias 'Thing' of node 'b' clashes with 'thing' of node 'a'"),
-    ("root: r\nnodes:\n  - {id: a}\n  - {id: b, name: A}\n", "display name 'A' of node 'b' clashes with 'a' of node 'a'"),
+    ("root: r\nnodes:\n  - {id: a}\n  - {id: b, name: A}\n",
+     "display name 'A' of node 'b' clashes with 'a' of node 'a'"),
     ("root: r\nnodes:\n  - {id: a_b}\n  - {id: a-b}\n", "id 'a-b' of node 'a-b' clashes"),
     ("root: r\nnodes: [a, b]\nlevels:\n  lv: {g: [a, zz]}\n", "unknown label 'zz' in group 'g' of level 'lv'"),
     ("root: r\nnodes: [a, b]\nlevels:\n  lv: {g: [a], h: [b, a]}\n",

@@ -14,18 +14,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from safetensors.torch import load_file
 
-import torch
-
 from dermlearn.data import load
-from dermlearn.models import PreprocessConfig, create_backbone
 from dermlearn.data.synthetic import make_synthetic_dataset
+from dermlearn.errors import DermlearnError
 from dermlearn.evaluation.calibration import apply_temperature
-from dermlearn.taxonomy import partition
 from dermlearn.inference import Predictor, predict, score_images
 from dermlearn.inference.distributed import predict_distributed
-from dermlearn.errors import DermlearnError
+from dermlearn.models import PreprocessConfig, create_backbone
+from dermlearn.taxonomy import partition
 from dermlearn.training.run import RunError, train
 
 TINY = dict(image_size=64, batch_size=8, num_workers=0, epochs=1)
@@ -214,6 +213,30 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "dermlearn.cli", *args]
 
 
+def _kill_inside_epoch(proc: subprocess.Popen, epoch: int, after_steps: int,
+                       timeout: float = 300) -> str | None:
+    """Read the training's progress bar from ``proc.stdout`` until step ``after_steps`` (of
+    more) of ``epoch`` has run, then kill -9 the process; returns the bar's "k/n" (None if it
+    ended first)."""
+    bar = re.compile(rf"Epoch {epoch}:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)".encode())
+    os.set_blocking(proc.stdout.fileno(), False)
+    seen, deadline = b"", time.time() + timeout
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            chunk = proc.stdout.read() or b""
+            seen = (seen + chunk)[-4096:]
+            for done, total in bar.findall(seen):
+                if after_steps <= int(done) < int(total):
+                    os.kill(proc.pid, signal.SIGKILL)
+                    return f"{int(done)}/{int(total)}"
+            time.sleep(0.005)
+        return None
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 @pytest.mark.parametrize("workers, extra", [
     ("0", ["--set", "ema_decay=0", "--set", "mixup_alpha=0.4", "--set", "cutmix_alpha=1.0",
            "--set", "class_weights=false", "--set", "logit_adjustment=1.0"]),
@@ -223,25 +246,21 @@ def _cli(*args: str) -> list[str]:
     # global generator after the epoch's seed was set); every loader now has its own.
     ("2", [])], ids=["no-ema-mixed-logit-adjusted", "default", "workers"])
 def test_resume_after_kill_matches_uninterrupted_run(tiny_data, tmp_path, workers, extra):
-    args = ["--epochs", "4", "--image-size", "64", "--batch-size", "8", "--num-workers", workers,
-            "--quiet", "--seed", "7", *extra]
+    args = ["--epochs", "4", "--image-size", "64", "--batch-size", "2", "--num-workers", workers,
+            "--seed", "7", *extra]
     full = tmp_path / "full"
-    subprocess.run(_cli("train", str(tiny_data), "--out", str(full), *args), check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run(_cli("train", str(tiny_data), "--out", str(full), "--quiet", *args),
+                   check=True, capture_output=True, timeout=600)
     killed = tmp_path / "killed"
+    # The progress bar (stdout) says which step of which epoch runs: kill -9 inside epoch 1,
+    # after some of its steps (and, with workers, after its loader started them).
     proc = subprocess.Popen(_cli("train", str(tiny_data), "--out", str(killed), *args),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    history = killed / "history.csv"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if history.exists() and len(history.read_text().splitlines()) >= 2:  # epoch 0 done
-            break
-        time.sleep(0.02)
-    time.sleep(0.3)  # into epoch 1: its workers are up and its first steps are running
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
-    assert len(history.read_text().splitlines()) == 2, "killed after epoch 1, not inside it"
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    step = _kill_inside_epoch(proc, epoch=1, after_steps=3)
+    assert step is not None, "the run finished before it could be killed inside epoch 1"
+    assert not (killed / "metrics.json").exists()
+    history = pd.read_csv(killed / "history.csv")
+    assert list(history["epoch"]) == [0], f"killed at {step}, not inside epoch 1"
     result = subprocess.run(_cli("train", "--resume", str(killed), "--quiet"), capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr
@@ -274,15 +293,15 @@ class _Stopped(Exception):
 @pytest.fixture
 def stop_at_training(monkeypatch) -> list:
     """Replace fold training by a stop; records each call's validation image ids."""
-    import dermlearn.training.run as run_module
+    import dermlearn.training.fit as fit_module
 
     calls = []
 
-    def stop(manifest, fold, *args, **kwargs):
-        calls.append(sorted(manifest.table["image_id"].to_numpy()[fold.val_rows]))
+    def stop(setup, fold, *args, **kwargs):
+        calls.append(sorted(setup.manifest.table["image_id"].to_numpy()[fold.val_rows]))
         raise _Stopped
 
-    monkeypatch.setattr(run_module, "_train_fold_lightning", stop)
+    monkeypatch.setattr(fit_module, "fit_fold", stop)
     return calls
 
 
@@ -418,8 +437,8 @@ def test_custom_taxonomy_is_trained_saved_resumed_and_evaluated(tiny_data, tmp_p
     goes into run.json and the model, evaluation reads the data with the model's tree, and its
     levels are scored by PA."""
     from dermlearn.cli import main
-    from dermlearn.evaluation.evaluate import evaluate_model
     from dermlearn.errors import DataError
+    from dermlearn.evaluation.evaluate import evaluate_model
 
     names = {"mel": "dark_spot", "nv": "brown_spot", "bkl": "waxy_spot"}
     table = pd.read_csv(tiny_data / "manifest.csv")

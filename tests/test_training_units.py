@@ -8,12 +8,17 @@ import pytest
 from PIL import Image
 
 from dermlearn.models.preprocessing import PreprocessConfig
-from dermlearn.training.augment import (CoverCrop, RandomRightAngle, RotateInscribedCrop,
-                                        inscribed_rectangle, train_transform)
+from dermlearn.training.augment import (
+    CoverCrop,
+    RandomRightAngle,
+    RotateInscribedCrop,
+    inscribed_rectangle,
+    train_transform,
+)
 from dermlearn.training.callbacks import EMA_START_WEIGHT, ema_schedule
-from dermlearn.training.sampler import EpochSampler, class_weights
 from dermlearn.training.module import trainable_blocks
 from dermlearn.training.recipes import RECIPES, RecipeError, get_recipe, load_recipe
+from dermlearn.training.sampler import EpochSampler, class_weights
 
 
 def test_recipes_follow_their_papers():

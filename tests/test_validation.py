@@ -5,11 +5,12 @@ import json
 
 import pytest
 
-from conftest import BAD, write_images
 from dermlearn.cli import main
 from dermlearn.data import load
 from dermlearn.errors import DataError, LeakageError
 from dermlearn.splits import load_splits, make_splits, save_splits
+
+from conftest import BAD, write_images
 
 
 @pytest.fixture()
@@ -89,11 +90,11 @@ def test_lesion_in_two_folds_is_refused(tmp_path, good_jpeg):
     load_splits(path, manifest)  # clean
     lines = path.read_text().splitlines()
     header, first = lines[0], lines[1].split(",")
-    other = next(l for l in lines[2:] if l.split(",")[3] != first[3]).split(",")
+    other = next(ln for ln in lines[2:] if ln.split(",")[3] != first[3]).split(",")
     # Re-label another image as belonging to the first image's lesion: a leak.
     tampered = [header] + [",".join(first)] + [
         ",".join(r[:1] + [first[1]] + r[2:]) if r == other else ",".join(r)
-        for r in (l.split(",") for l in lines[2:])]
+        for r in (ln.split(",") for ln in lines[2:])]
     path.write_text("\n".join(tampered) + "\n")
     with pytest.raises(LeakageError) as info:
         load_splits(path)

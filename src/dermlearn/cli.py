@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from dermlearn import __version__
 from dermlearn.atomic import check_output_file
@@ -99,16 +99,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     overrides = recipe_overrides(args)  # the recipe flags given (generated from the Recipe)
     if args.resume:  # the run's own settings, from its run.json: nothing else may be asked
-        given = [f"--{k.replace('_', '-')}" for k in overrides]
+        from dermlearn.training.runs import refuse_resume_options
+
         named = {"DATA": args.data, "--out": args.out, "--config": args.config,
                  "--set": args.set, "--splits": args.splits, "--feature-cache": args.feature_cache,
                  "--recipe": args.recipe != "default", "--device": args.device != "auto",
                  "--taxonomy": args.taxonomy}
-        given += [flag for flag, value in named.items() if value]
-        if given:
-            raise DermlearnError(f"--resume {args.resume} continues the run with the data, "
-                                 f"splits and recipe recorded in its run.json; drop "
-                                 f"{', '.join(given)} (or start a new run with --out)")
+        refuse_resume_options(f"--resume {args.resume}",
+                              [f"--{k.replace('_', '-')}" for k in overrides]
+                              + [flag for flag, value in named.items() if value])
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:

@@ -14,7 +14,8 @@ random state that the training step's dropout uses.
 from __future__ import annotations
 
 import random
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch

@@ -27,13 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dermlearn.data.archives import _merge_move, extract_archive
-from dermlearn.data.fetch import _check_existing, _fetch, _hash_file, download_file
+from dermlearn.data.fetch import _check_existing, _fetch, _hash_file
 from dermlearn.errors import DownloadError
 
-# download_file and extract_archive live in dermlearn.data.fetch / dermlearn.data.archives;
-# they stay importable from here.
 __all__ = ["MIRROR_ENV", "SOURCES", "DatasetSource", "RemoteFile", "describe",
-           "download_dataset", "download_file", "extract_archive", "mirror_url"]
+           "download_dataset", "mirror_url"]
 
 #: Environment variable naming a mirror used when ``download_dataset(mirror=None)``.
 MIRROR_ENV = "DERMLEARN_DOWNLOAD_MIRROR"

@@ -11,7 +11,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -25,7 +25,7 @@ DEFAULT_MAX_PIXELS = 64_000_000
 #: File extensions scanned when a reader looks for images in a folder.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
 
-ImageSource = Union[str, os.PathLike, bytes, BinaryIO]
+ImageSource = str | os.PathLike | bytes | BinaryIO
 
 
 def _name(source: ImageSource) -> str:

@@ -112,7 +112,7 @@ def validate_table(table: pd.DataFrame, taxonomy: Taxonomy) -> tuple[pd.DataFram
     for lesion, found in by_lesion.items():
         if len(found) > 1:
             rows = table.loc[table["lesion_id"] == lesion]
-            images = ", ".join(f"{i} ({l})" for i, l in zip(rows["image_id"], rows["label"]))
+            images = ", ".join(f"{i} ({lab})" for i, lab in zip(rows["image_id"], rows["label"]))
             problems.append(Problem("lesion_label_conflict", f"lesion {lesion!r} has "
                                     f"{len(found)} labels: {images}", row=rows["source_row"].iloc[0]))
     return table, problems

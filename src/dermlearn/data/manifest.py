@@ -18,9 +18,9 @@ source_row     where the row came from (e.g. ``HAM10000_metadata.csv:17``), for 
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -132,7 +132,7 @@ class Manifest:
         return read_image(self.image_path(index))
 
     # -- derived manifests ---------------------------------------------------------
-    def subset(self, rows: Iterable[int] | np.ndarray | pd.Series) -> "Manifest":
+    def subset(self, rows: Iterable[int] | np.ndarray | pd.Series) -> Manifest:
         """A manifest of the given row positions (or boolean mask)."""
         rows = np.asarray(list(rows) if not isinstance(rows, (np.ndarray, pd.Series)) else rows)
         table = self.table[rows] if rows.dtype == bool else self.table.iloc[rows]
@@ -141,7 +141,7 @@ class Manifest:
         return Manifest(table, taxonomy=self.taxonomy, source=self.source, format=self.format,
                         problems=problems)
 
-    def select(self, image_ids: Iterable[str]) -> "Manifest":
+    def select(self, image_ids: Iterable[str]) -> Manifest:
         """A manifest of the given image ids, in the given order."""
         ids = list(image_ids)
         position = pd.Series(np.arange(len(self)), index=self.table["image_id"])

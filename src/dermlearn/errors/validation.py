@@ -10,7 +10,7 @@ number and only a bool is a bool.
 from __future__ import annotations
 
 import types
-from functools import lru_cache
+from functools import cache
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import annotated_types
@@ -192,6 +192,6 @@ class ValidatedModel(BaseModel):
         return value
 
 
-@lru_cache(maxsize=None)
+@cache
 def _field_kinds(cls: type[BaseModel], name: str) -> tuple[str, ...]:
     return kinds_of(cls.model_fields[name].annotation)

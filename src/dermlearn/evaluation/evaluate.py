@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,8 +23,14 @@ import pandas as pd
 from dermlearn.atomic import check_output_dir
 from dermlearn.data import Manifest, load
 from dermlearn.evaluation import plots
-from dermlearn.evaluation.binary import (BINARY_LEVELS, binary_report, fold_summary,
-                                         load_readers, readers_vs_curve, roc_summary)
+from dermlearn.evaluation.binary import (
+    BINARY_LEVELS,
+    binary_report,
+    fold_summary,
+    load_readers,
+    readers_vs_curve,
+    roc_summary,
+)
 from dermlearn.evaluation.calibration import expected_calibration_error, reliability_bins
 from dermlearn.evaluation.levels import POSITIVE_GROUP, level_metrics
 from dermlearn.evaluation.metrics import classification_metrics

@@ -1,7 +1,7 @@
 """Metrics at every taxonomy level via PA: leaf classes, Esteva's 3-/9-way, binary views."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

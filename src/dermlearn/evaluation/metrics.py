@@ -17,12 +17,16 @@ Two families, kept apart on purpose (they are what ``isic-challenge-scoring`` 5.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import auc as _trapezoid_auc
-from sklearn.metrics import average_precision_score, confusion_matrix as _sk_confusion_matrix
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import (
+    auc as _trapezoid_auc,
+    average_precision_score,
+    confusion_matrix as _sk_confusion_matrix,
+    roc_auc_score,
+    roc_curve,
+)
 
 #: Index :func:`predictions` gives a row whose maximum probability is tied.
 UNDECIDED = -1

@@ -5,8 +5,8 @@ writes it as a PNG (150 dpi) and closes it.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 

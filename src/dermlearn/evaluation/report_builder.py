@@ -1,11 +1,11 @@
 """The evaluation report's sections, from ``metrics`` and the figures written beside it."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from dermlearn.evaluation.report import figures as figure_row
-from dermlearn.evaluation.report import fmt, key_values, render_report, table
+from dermlearn.evaluation.report import figures as figure_row, fmt, key_values, render_report, table
 
 LEVEL_TITLES = {"esteva3": "Esteva 3-way", "esteva9": "Esteva 9-way style",
                 "malignant_vs_benign": "malignant vs benign", "melanoma_vs_rest": "melanoma vs rest",

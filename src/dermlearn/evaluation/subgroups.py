@@ -6,7 +6,7 @@ columns ``sex``, ``age`` (years) and ``site``. Missing values form the group ``u
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

@@ -226,8 +226,8 @@ def _plot_by_correctness(frame: pd.DataFrame, path: Path) -> None:
     fig, ax = _figure()
     size = _marker_size(len(frame))
     known = frame["correct"].notna()
-    groups = [("correct", frame[known & (frame["correct"] == True)], "tab:blue", "o"),
-              ("misclassified", frame[known & (frame["correct"] == False)], "tab:red", "X"),
+    groups = [("correct", frame[known & frame["correct"].eq(True)], "tab:blue", "o"),
+              ("misclassified", frame[known & frame["correct"].eq(False)], "tab:red", "X"),
               ("label outside the model's classes", frame[~known], "tab:gray", "o")]
     for name, part, colour, marker in groups:
         if len(part):

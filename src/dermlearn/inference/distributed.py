@@ -29,9 +29,9 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,8 +43,14 @@ from dermlearn.inference.inputs import Inputs, resolve_inputs
 from dermlearn.inference.prediction import checked_views, prediction_table
 from dermlearn.inference.predictor import Predictor
 from dermlearn.inference.scoring import UnreadableImagesError, check_batch_size, score_images
-from dermlearn.parallel import (accelerator, env_rank, lightning_strategy, resolve_device,
-                                threads_per_process, world_size)
+from dermlearn.parallel import (
+    accelerator,
+    env_rank,
+    lightning_strategy,
+    resolve_device,
+    threads_per_process,
+    world_size,
+)
 
 
 class DistributedPredictionError(DermlearnError):

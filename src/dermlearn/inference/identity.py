@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -75,7 +76,7 @@ def model_identity(directory: str | Path | None, config: Mapping[str, Any]) -> t
     return str(model_id), str(version)
 
 
-def available_levels(predictor: "Predictor", levels: tuple[str, ...] = SERVED_LEVELS
+def available_levels(predictor: Predictor, levels: tuple[str, ...] = SERVED_LEVELS
                      ) -> dict[str, list[str]]:
     """``{level: groups}`` for the taxonomy levels the model's classes can be aggregated to."""
     uniform = np.full((1, len(predictor.classes)), 1.0 / len(predictor.classes))

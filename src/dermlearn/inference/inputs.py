@@ -3,8 +3,9 @@ unique image ids, file paths and (for a dataset) each image's age, sex and site.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import pandas as pd
 

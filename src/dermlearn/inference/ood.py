@@ -36,9 +36,10 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -69,7 +70,7 @@ def unavailable(reason: str) -> dict[str, Any]:
 
 
 # -- features ------------------------------------------------------------------------------
-def feature_layers(backbone: "nn.Module") -> list[tuple[str, "nn.Module"]]:
+def feature_layers(backbone: nn.Module) -> list[tuple[str, nn.Module]]:
     """The middle backbone stages whose channel statistics join the penultimate features:
     stages 30%-70% of the way through :func:`~dermlearn.models.backbones.blocks` (EfficientNet:
     ``blocks.2``-``blocks.4``; ResNet: ``layer2``, ``layer3``); [] when the stages are not
@@ -84,8 +85,8 @@ def feature_layers(backbone: "nn.Module") -> list[tuple[str, "nn.Module"]]:
     return stages[int(round(0.3 * n)):int(round(0.7 * n))]
 
 
-def ood_features(member: "nn.Module", images: "torch.Tensor"
-                 ) -> tuple["torch.Tensor", "torch.Tensor", list[tuple[str, int]]]:
+def ood_features(member: nn.Module, images: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, int]]]:
     """One pass of ``member.features``: (penultimate (N, D), OOD vector (N, D'), layout).
 
     The OOD vector is the penultimate features followed by the spatial mean and standard
@@ -189,7 +190,7 @@ class OODDetector:
         """JSON-safe description (for ``ood.json`` and the model card)."""
         return {"available": True, "method": METHOD, "threshold": float(self.threshold),
                 "percentile": self.percentile, "n_images": self.n_images, "dim": self.dim,
-                "layers": [{"name": l.name, "dim": l.dim, "scale": l.scale} for l in self.layers],
+                "layers": [{"name": ly.name, "dim": ly.dim, "scale": ly.scale} for ly in self.layers],
                 "groups": list(self.groups), "score_quantiles": self.score_quantiles,
                 "model_version": self.model_version, "feature_digest": self.feature_digest,
                 "feature_source": self.feature_source}
@@ -306,7 +307,7 @@ def fit_ood_features(features: np.ndarray, layout: Sequence[tuple[str, int]] | N
                        feature_digest=feature_digest)
 
 
-def image_features(predictor: "Predictor", paths: Sequence[str | Path], *, batch_size: int = 32,
+def image_features(predictor: Predictor, paths: Sequence[str | Path], *, batch_size: int = 32,
                    num_workers: int = 0, progress: bool = False) -> np.ndarray:
     """The OOD feature vectors (N, D) of image files, decoded and preprocessed as the service
     does (see :func:`ood_features`). An unreadable file is an ImageDecodeError naming it."""
@@ -317,7 +318,7 @@ def image_features(predictor: "Predictor", paths: Sequence[str | Path], *, batch
                         progress=progress, desc="OOD features").outputs["ood"]
 
 
-def fit_ood(predictor: "Predictor", paths: Sequence[str | Path], labels: Sequence[Any] | None
+def fit_ood(predictor: Predictor, paths: Sequence[str | Path], labels: Sequence[Any] | None
             = None, *, groups: Sequence[Any] | None = None, percentile: float = 95.0,
             folds: int = 5, min_class_size: int = 10, batch_size: int = 32,
             num_workers: int = 0, progress: bool = False, seed: int = 0) -> OODDetector:

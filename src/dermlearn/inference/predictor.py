@@ -11,8 +11,8 @@ model's probabilities (mean of ``softmax(logits / temperature)``).
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,8 +21,13 @@ from PIL import Image
 
 from dermlearn.errors import DermlearnError
 from dermlearn.inference.ood import ood_features
-from dermlearn.models.lesion_classifier import (METADATA_INPUTS, LesionClassifier, MetadataEncoder,
-                                                load_model, read_config)
+from dermlearn.models.lesion_classifier import (
+    METADATA_INPUTS,
+    LesionClassifier,
+    MetadataEncoder,
+    load_model,
+    read_config,
+)
 from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
 from dermlearn.models.views import apply_view, check_views, first_views
 from dermlearn.taxonomy import Taxonomy, aggregate
@@ -77,7 +82,7 @@ class Predictor:
         self.lock = threading.RLock()
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> "Predictor":
+    def load(cls, directory: str | Path, device: str = "cpu") -> Predictor:
         """Load ``model/`` (or a run directory holding one)."""
         directory = model_directory(directory)
         config = read_config(directory)
@@ -85,7 +90,7 @@ class Predictor:
             [load_model(directory)[0]]
         return cls(members, config, device, directory=directory)
 
-    def member(self, index: int) -> "Predictor":
+    def member(self, index: int) -> Predictor:
         """A Predictor of ensemble member ``index`` alone (same config and temperature)."""
         return Predictor([self.members[index]], self.config, self.device, self.directory)
 

@@ -19,9 +19,9 @@ the run's images among new ones, or a dataset read from another folder are all r
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd

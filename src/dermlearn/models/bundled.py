@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 

@@ -7,8 +7,9 @@ never unpickles anything.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ class MetadataEncoder:
         self.sites = list(sites)
 
     @classmethod
-    def fit(cls, sites: Sequence[Any]) -> "MetadataEncoder":
+    def fit(cls, sites: Sequence[Any]) -> MetadataEncoder:
         return cls(sorted({str(s) for s in sites if isinstance(s, str) and s}))
 
     @property
@@ -64,7 +65,7 @@ class MetadataEncoder:
         return {"dim": self.dim, "sites": self.sites}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "MetadataEncoder":
+    def from_dict(cls, data: Mapping[str, Any]) -> MetadataEncoder:
         return cls(data["sites"])
 
 

@@ -6,8 +6,9 @@ used at inference time, in training code and in the web service alike.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -79,7 +80,7 @@ class PreprocessConfig:
         return self.input_size[1], self.input_size[2]
 
     @classmethod
-    def from_model(cls, model: nn.Module) -> "PreprocessConfig":
+    def from_model(cls, model: nn.Module) -> PreprocessConfig:
         """The preprocessing ``model``'s weights expect (timm ``resolve_data_config`` on its pretrained cfg)."""
         from timm.data import resolve_data_config
 
@@ -97,7 +98,7 @@ class PreprocessConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "PreprocessConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> PreprocessConfig:
         """Inverse of :meth:`to_dict`; also accepts timm data-config dicts (``crop_mode='center'``)."""
         if not isinstance(data, Mapping):
             raise PreprocessConfigError(f"preprocess config must be a mapping, got {type(data).__name__}")

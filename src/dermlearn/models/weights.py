@@ -13,8 +13,7 @@ Sources (the ``--weights`` values):
 
 Reading and loading state dicts (never unpickling arbitrary objects) is
 :mod:`dermlearn.models.state_dicts`, the bundled checkpoints and their key mapping
-:mod:`dermlearn.models.bundled`, timm's hub weights :mod:`dermlearn.models.hub`; their names
-stay importable from here.
+:mod:`dermlearn.models.bundled`, timm's hub weights :mod:`dermlearn.models.hub`.
 """
 from __future__ import annotations
 
@@ -23,56 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dermlearn.models.bundled import (
-    BUNDLED,
     BUNDLED_ARCHS,
-    BundledWeights,
-    bundled_weights,
     bundled_weights_path,
-    convert_lukemelas_efficientnet,
-    is_lukemelas_efficientnet,
-    load_bundled_state_dict,
 )
 from dermlearn.models.errors import WeightsError
-from dermlearn.models.hub import (
-    find_cached_hub_weights,
-    hub_download_error,
-    hub_offline,
-    hub_offline_error,
-    hub_reachable,
-    hub_weights_exist,
-)
 from dermlearn.models.presets import DEFAULT_BACKBONE, arch_of, get_preset
 from dermlearn.models.state_dicts import (
     WEIGHT_SUFFIXES,
-    LoadReport,
-    load_into,
-    load_state_dict_file,
 )
 
-# WeightSource, resolve_weights (and describe_arch) are defined here; the rest is re-exported.
-__all__ = [
-    "WeightsError",
-    "WeightSource",
-    "LoadReport",
-    "WEIGHT_SUFFIXES",
-    "BUNDLED",
-    "BUNDLED_ARCHS",
-    "BundledWeights",
-    "bundled_weights",
-    "resolve_weights",
-    "bundled_weights_path",
-    "load_state_dict_file",
-    "load_bundled_state_dict",
-    "is_lukemelas_efficientnet",
-    "convert_lukemelas_efficientnet",
-    "load_into",
-    "hub_offline",
-    "find_cached_hub_weights",
-    "hub_offline_error",
-    "hub_download_error",
-    "hub_reachable",
-    "hub_weights_exist",
-]
+__all__ = ["WeightSource", "describe_arch", "resolve_weights"]
 
 _KEYWORDS = ("default", "bundled", "timm", "hub", "none")
 

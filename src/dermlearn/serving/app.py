@@ -17,7 +17,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import anyio
 from fastapi import FastAPI, Query, Request
@@ -152,9 +152,9 @@ def create_app(config: ServiceConfig | str | Path, **settings) -> FastAPI:
               summary="Classify one photo of a skin lesion")
     async def predict(
         request: Request,
-        explain: Optional[Literal["saliency", "gradcam"]] = Query(
+        explain: Literal["saliency", "gradcam"] | None = Query(
             None, description="add a heatmap overlay computed with this method"),
-        top_k: Optional[int] = Query(None, ge=1, le=50, description="how many classes to list "
+        top_k: int | None = Query(None, ge=1, le=50, description="how many classes to list "
                                      "in top_k (default: the server's setting, 3)"),
     ) -> dict:
         """Probabilities per class, taxonomy levels by PA, top-k, a malignancy risk, an

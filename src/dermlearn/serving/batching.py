@@ -18,9 +18,10 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from typing import Any, Callable, Generic, Iterator, Sequence, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["MicroBatcher", "Slot"]
 
@@ -34,11 +35,11 @@ _STOP = object()
 class Slot(Generic[T, R]):
     """A reservation: submit exactly one input through it (or leave it unused)."""
 
-    def __init__(self, batcher: "MicroBatcher[T, R]"):
+    def __init__(self, batcher: MicroBatcher[T, R]):
         self._batcher = batcher
         self._open = True
 
-    def submit(self, item: T) -> "Future[R]":
+    def submit(self, item: T) -> Future[R]:
         if not self._open:
             raise RuntimeError("this slot was already used")
         future = self._batcher._enqueue(item)
@@ -66,7 +67,7 @@ class MicroBatcher(Generic[T, R]):
         self.max_batch = int(max_batch)
         self.max_wait = max(0.0, float(max_wait_ms)) / 1000.0
         self.name = name
-        self._queue: "queue.Queue[Any]" = queue.Queue()
+        self._queue: queue.Queue[Any] = queue.Queue()
         self._reserved = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -76,7 +77,7 @@ class MicroBatcher(Generic[T, R]):
         self.sizes: dict[int, int] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
-    def start(self) -> "MicroBatcher[T, R]":
+    def start(self) -> MicroBatcher[T, R]:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the batcher was closed")
@@ -106,11 +107,11 @@ class MicroBatcher(Generic[T, R]):
         finally:
             slot.release()
 
-    def submit(self, item: T) -> "Future[R]":
+    def submit(self, item: T) -> Future[R]:
         """Queue one item without a reservation."""
         return self._enqueue(item)
 
-    def _enqueue(self, item: T) -> "Future[R]":
+    def _enqueue(self, item: T) -> Future[R]:
         if self._closed:
             raise RuntimeError("the batcher was closed")
         self.start()

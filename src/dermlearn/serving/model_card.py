@@ -8,8 +8,9 @@ and limitations).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from dermlearn import __version__
 from dermlearn.inference.identity import available_levels, model_identity
@@ -48,7 +49,7 @@ LIMITATIONS = [
 ]
 
 
-def _validation(predictor: "Predictor") -> dict[str, Any] | None:
+def _validation(predictor: Predictor) -> dict[str, Any] | None:
     """Validation metrics from the model config, else the run's ``metrics.json`` (headline)."""
     config = predictor.config
     if config.get("validation"):
@@ -77,7 +78,7 @@ def _validation(predictor: "Predictor") -> dict[str, Any] | None:
     return out
 
 
-def build_model_card(predictor: "Predictor", *, ood: Mapping[str, Any] | None = None,
+def build_model_card(predictor: Predictor, *, ood: Mapping[str, Any] | None = None,
                      backend: str | None = None) -> dict[str, Any]:
     """A JSON-safe model card: identity, classes, taxonomy levels, preprocessing, training data
     summary, validation metrics (with CIs where recorded), intended use and limitations."""

@@ -1,7 +1,7 @@
 """Response bodies of the web service (pydantic models: validation and the OpenAPI schema)."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -16,25 +16,25 @@ class ClassProbability(BaseModel):
 
 
 class MalignancyRisk(BaseModel):
-    probability: Optional[float] = Field(
+    probability: float | None = Field(
         description="P(malignant): the summed probability of the model's malignant classes "
                     "(PA) after temperature scaling; null when the classes do not allow it")
     temperature: float = Field(description="softmax temperature applied to the logits")
     calibrated: bool = Field(description="whether a temperature was fitted on validation data")
-    note: Optional[str] = None
+    note: str | None = None
 
 
 class OODResult(BaseModel):
     available: bool = Field(description="false when the model has no OOD statistics")
-    flag: Optional[bool] = Field(
+    flag: bool | None = Field(
         default=None, description="true: the photo does not look like the training images "
                                   "(disregard the prediction)")
-    score: Optional[float] = None
-    threshold: Optional[float] = None
-    method: Optional[str] = None
-    percentile: Optional[float] = None
-    layer: Optional[str] = Field(default=None, description="the layer with the largest score")
-    reason: Optional[str] = None
+    score: float | None = None
+    threshold: float | None = None
+    method: str | None = None
+    percentile: float | None = None
+    layer: str | None = Field(default=None, description="the layer with the largest score")
+    reason: str | None = None
 
 
 class Explanation(BaseModel):
@@ -59,10 +59,10 @@ class ImageInfo(BaseModel):
 
 class PatientMetadata(BaseModel):
     fused: bool = Field(description="whether the model uses age, sex and site")
-    age: Optional[float] = Field(default=None, description="years, as sent")
-    sex: Optional[str] = None
-    site: Optional[str] = None
-    note: Optional[str] = None
+    age: float | None = Field(default=None, description="years, as sent")
+    sex: str | None = None
+    site: str | None = None
+    note: str | None = None
 
 
 class PredictionResponse(BaseModel):
@@ -77,7 +77,7 @@ class PredictionResponse(BaseModel):
     ood: OODResult
     metadata: PatientMetadata = Field(description="the optional age/sex/site fields as used "
                                                   "(null: not given, encoded as unknown)")
-    explanation: Optional[Explanation] = None
+    explanation: Explanation | None = None
     timing_ms: dict[str, float]
     disclaimer: str
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from dermlearn.atomic import check_output_dir
 from dermlearn.errors import DermlearnError
-from dermlearn.models.lesion_classifier import read_config
 from dermlearn.inference.scoring import check_batch_size
+from dermlearn.models.lesion_classifier import read_config
 from dermlearn.parallel import check_threads
 from dermlearn.serving.service import ENV_CONFIG, ServiceConfig
 

@@ -18,7 +18,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any, ClassVar, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -96,7 +97,7 @@ class ServiceConfig(ValidatedModel):
         return json.dumps(self.model_dump())
 
     @classmethod
-    def from_env(cls) -> "ServiceConfig":
+    def from_env(cls) -> ServiceConfig:
         raw = os.environ.get(ENV_CONFIG)
         if not raw:
             raise DermlearnError(f"{ENV_CONFIG} is not set: start the service with "

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
-from typing import AsyncIterator, Sequence
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header

@@ -1,5 +1,7 @@
 """Diagnosis taxonomy: tree + aliases + levels, Esteva's partitioning, and probability aggregation."""
 from dermlearn.taxonomy.inference import aggregate, level_labels, node_probability
+from dermlearn.taxonomy.io import builtin_taxonomies, load_taxonomy
+from dermlearn.taxonomy.labels import normalize_label
 from dermlearn.taxonomy.partition import (
     assign_classes,
     class_counts,
@@ -7,8 +9,6 @@ from dermlearn.taxonomy.partition import (
     partition,
     resolve_classes,
 )
-from dermlearn.taxonomy.io import builtin_taxonomies, load_taxonomy
-from dermlearn.taxonomy.labels import normalize_label
 from dermlearn.taxonomy.tree import LevelSpec, Taxonomy
 
 __all__ = [

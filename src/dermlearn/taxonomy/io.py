@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -92,7 +92,7 @@ def builtin_taxonomies() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in _builtin_dir().iterdir() if p.name.endswith(".yaml"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_builtin(name: str) -> Taxonomy:
     source = f"built-in taxonomy {name!r}"
     text = _builtin_dir().joinpath(f"{name}.yaml").read_text(encoding="utf-8")

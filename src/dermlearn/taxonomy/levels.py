@@ -8,7 +8,7 @@ has no group).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 from dermlearn.errors import TaxonomyError
 from dermlearn.taxonomy.labels import _check_str, _quote_list
@@ -16,7 +16,7 @@ from dermlearn.taxonomy.labels import _check_str, _quote_list
 __all__ = ["LevelSpec", "LevelsMixin"]
 
 #: A level: a level name, a list of node ids (one group each), or ``{group: [node ids]}``.
-LevelSpec = Union[str, Sequence[str], Mapping[str, Sequence[str]]]
+LevelSpec = str | Sequence[str] | Mapping[str, Sequence[str]]
 
 
 class LevelsMixin:

@@ -84,10 +84,11 @@ def _class_owner(taxonomy: Taxonomy, classes: Sequence[str]) -> dict[str, str | 
 
 
 def assign_classes(taxonomy: Taxonomy, labels: Iterable[Any], classes: Sequence[str]) -> list[str]:
-    """The class of each label: the class that is its deepest ancestor-or-self.
+    """The class of each label: the class that is its deepest ancestor-or-self, or, for a
+    label coarser than the classes, the one class below it.
 
-    TaxonomyError names a label that is unknown, coarser than the classes (classes lie only
-    below it) or outside every class.
+    TaxonomyError names a label that is unknown, coarser than several classes (it spans them,
+    so it cannot say which) or outside every class.
     """
     classes = resolve_classes(taxonomy, classes)
     owner = _class_owner(taxonomy, classes)
@@ -97,6 +98,9 @@ def assign_classes(taxonomy: Taxonomy, labels: Iterable[Any], classes: Sequence[
         cls = owner[node]
         if cls is None:
             inner = [c for c in classes if taxonomy.is_ancestor_or_self(node, c)]
+            if len(inner) == 1:  # e.g. "malignant_melanoma" when "mel" is the only class in it
+                out.append(inner[0])
+                continue
             if inner:
                 shown = ", ".join(map(repr, inner[:5])) + (", ..." if len(inner) > 5 else "")
                 raise TaxonomyError(f"label {label!r} (node {node!r}) is coarser than the training classes: "

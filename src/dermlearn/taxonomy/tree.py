@@ -14,7 +14,7 @@ from typing import Any
 
 from dermlearn.errors import TaxonomyError
 from dermlearn.taxonomy.labels import _check_str, _quote_list, normalize_label
-from dermlearn.taxonomy.levels import LevelSpec, LevelsMixin
+from dermlearn.taxonomy.levels import LevelsMixin, LevelSpec
 from dermlearn.taxonomy.schema import _from_dict
 
 __all__ = ["Taxonomy", "LevelSpec", "normalize_label"]
@@ -335,7 +335,7 @@ class Taxonomy(LevelsMixin):
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None,
-                  default_name: str | None = None) -> "Taxonomy":
+                  default_name: str | None = None) -> Taxonomy:
         """Build from the file-format dict; errors are prefixed with ``source`` (e.g. the file)."""
         try:
             return _from_dict(cls, data, default_name)
@@ -345,7 +345,7 @@ class Taxonomy(LevelsMixin):
             raise TaxonomyError(f"{source}: {exc}") from None
 
     @classmethod
-    def flat(cls, labels: Iterable[str], name: str = "flat", *, root: str = "root") -> "Taxonomy":
+    def flat(cls, labels: Iterable[str], name: str = "flat", *, root: str = "root") -> Taxonomy:
         """One-level tree: ``root`` with one leaf per distinct label (first-seen order) and a
         level ``"classes"`` in which every label is its own group."""
         leaves = list(dict.fromkeys(_check_str(x, "label") for x in labels))
@@ -354,13 +354,3 @@ class Taxonomy(LevelsMixin):
         if root in leaves:
             raise TaxonomyError(f"label {root!r} collides with the root id; pass another root=")
         return cls(name, root, {root: leaves}, levels={"classes": {x: [x] for x in leaves}})
-
-
-def __getattr__(name: str) -> Any:
-    """``builtin_taxonomies`` and ``load_taxonomy`` moved to :mod:`dermlearn.taxonomy.io`;
-    still importable from here (imported lazily: io imports this module)."""
-    if name in ("builtin_taxonomies", "load_taxonomy"):
-        from dermlearn.taxonomy import io
-
-        return getattr(io, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -130,7 +130,7 @@ class HistoryWriter(L.Callback):
         self._lr = trainer.optimizers[0].param_groups[0]["lr"]
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._images += len(batch[-1]) * trainer.world_size
+        self._images += len(batch[0]) * trainer.world_size
         self._losses.append(float(outputs.get("batch_loss", outputs["loss"])
                                   if isinstance(outputs, dict) else outputs))
         self._train_seconds = time.perf_counter() - self._start
@@ -177,7 +177,7 @@ class ImagesPerSecondBar(TQDMProgressBar):
         self._t0, self._seen = time.perf_counter(), 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._seen += len(batch[-1]) * trainer.world_size
+        self._seen += len(batch[0]) * trainer.world_size
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def get_metrics(self, trainer, pl_module):

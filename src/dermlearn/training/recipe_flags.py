@@ -10,10 +10,11 @@ nothing. Fields without a flag are set with ``--set FIELD=VALUE``.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from dermlearn.training.recipes import Recipe
 from dermlearn.errors.validation import choices_of, kinds_of
+from dermlearn.training.recipes import Recipe
 
 __all__ = ["FLAG_FIELDS", "add_recipe_flags", "flag_name", "recipe_overrides"]
 

@@ -10,8 +10,9 @@ field and what it wants.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Mapping, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -175,7 +176,7 @@ class Recipe(ValidatedModel):
         return value
 
     @model_validator(mode="after")
-    def _check_together(self) -> "Recipe":
+    def _check_together(self) -> Recipe:
         if self.batch_size % (self.devices * self.num_nodes):
             raise problem(f"recipe field batch_size={self.batch_size} is the global batch and "
                           f"must be divisible by devices x num_nodes = "
@@ -189,7 +190,7 @@ class Recipe(ValidatedModel):
         """The fields as a plain JSON-safe dict (``Recipe(**d)`` reads it back)."""
         return self.model_dump()
 
-    def replace(self, **overrides: Any) -> "Recipe":
+    def replace(self, **overrides: Any) -> Recipe:
         """A checked copy with ``overrides`` (field name -> value) applied."""
         return _apply(self, overrides)
 

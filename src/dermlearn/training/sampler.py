@@ -3,7 +3,7 @@ balanced resampling), sharded over data-parallel processes, and class weights.
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch

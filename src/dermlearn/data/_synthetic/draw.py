@@ -5,7 +5,7 @@ an image being painted is (3, H, W). Coordinates and lengths are px.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter

@@ -5,7 +5,7 @@ A painter takes the lesion's :class:`~dermlearn.data._synthetic.shape._Ctx` and 
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter

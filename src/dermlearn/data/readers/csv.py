@@ -1,8 +1,9 @@
 """Any manifest CSV with at least an image (path or id) column and a label column.
 
 Column names are guessed from common spellings, or given explicitly (``path_col``,
-``label_col``...). A folder with a ``manifest.csv`` is read as that file. Relative paths resolve against ``images`` (default: the CSV's folder); an
-image id without a path is looked up by file name under that folder.
+``label_col``...). A folder with a ``manifest.csv`` is read as that file. Relative paths resolve
+against ``images`` (default: the CSV's folder); an image id without a path is looked up by file
+name under that folder.
 """
 from __future__ import annotations
 
@@ -11,9 +12,17 @@ from pathlib import Path
 import pandas as pd
 
 from dermlearn.data.manifest import Problem
-from dermlearn.data.readers._common import (clean_age, clean_sex, clean_site, clean_text,
-                                           find_column, index_images, read_table,
-                                           resolve_paths, source_rows)
+from dermlearn.data.readers._common import (
+    clean_age,
+    clean_sex,
+    clean_site,
+    clean_text,
+    find_column,
+    index_images,
+    read_table,
+    resolve_paths,
+    source_rows,
+)
 from dermlearn.errors import DataError
 
 GUESSES = {

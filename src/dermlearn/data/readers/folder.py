@@ -20,7 +20,9 @@ def _class_dirs(path: Path) -> list[Path]:
 def detect(path: Path) -> bool:
     if not path.is_dir():
         return False
-    return any(f.suffix.lower() in IMAGE_EXTENSIONS for d in _class_dirs(path) for f in d.iterdir())
+    # as read() takes them: images anywhere below a class folder (e.g. nv/patientA/lesion1.jpg)
+    return any(f.suffix.lower() in IMAGE_EXTENSIONS for d in _class_dirs(path)
+               for f in d.rglob("*"))
 
 
 def read(path: Path) -> tuple[pd.DataFrame, list[Problem]]:

@@ -11,9 +11,17 @@ from pathlib import Path
 import pandas as pd
 
 from dermlearn.data.manifest import Problem
-from dermlearn.data.readers._common import (clean_age, clean_sex, clean_site, clean_text,
-                                           index_images, read_table, require_columns,
-                                           resolve_paths, source_rows)
+from dermlearn.data.readers._common import (
+    clean_age,
+    clean_sex,
+    clean_site,
+    clean_text,
+    index_images,
+    read_table,
+    require_columns,
+    resolve_paths,
+    source_rows,
+)
 from dermlearn.errors import DataError
 
 METADATA_FILE = "HAM10000_metadata.csv"

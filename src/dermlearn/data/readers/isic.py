@@ -14,9 +14,17 @@ import numpy as np
 import pandas as pd
 
 from dermlearn.data.manifest import Problem
-from dermlearn.data.readers._common import (clean_age, clean_sex, clean_site, clean_text,
-                                           find_column, index_images, read_table,
-                                           resolve_paths, source_rows)
+from dermlearn.data.readers._common import (
+    clean_age,
+    clean_sex,
+    clean_site,
+    clean_text,
+    find_column,
+    index_images,
+    read_table,
+    resolve_paths,
+    source_rows,
+)
 from dermlearn.errors import DataError
 
 IMAGE_COLUMNS = ("image", "image_name", "image_id", "isic_id")

@@ -15,8 +15,13 @@ from pathlib import Path
 import pandas as pd
 
 from dermlearn.data.manifest import Problem
-from dermlearn.data.readers._common import (decode_error_location, index_images, read_table,
-                                           require_columns, resolve_paths)
+from dermlearn.data.readers._common import (
+    decode_error_location,
+    index_images,
+    read_table,
+    require_columns,
+    resolve_paths,
+)
 from dermlearn.errors import DataError
 
 TABLE_FILE = "PH2_dataset.txt"

@@ -16,16 +16,29 @@ prediction, serving and ONNX export need nothing special.
 The package: :mod:`.cache` (the on-disk cache), :mod:`.extraction` (frozen-backbone features
 through the one scoring loop), :mod:`.heads` (heads on features, k-fold CV).
 """
-from dermlearn.training.features.cache import (CACHE_ENV, CACHE_FORMAT, FeatureCache,
-                                              default_cache_dir, feature_extractor, image_key,
-                                              state_digest)
+from dermlearn.training.features.cache import (
+    CACHE_ENV,
+    CACHE_FORMAT,
+    FeatureCache,
+    default_cache_dir,
+    feature_extractor,
+    image_key,
+    state_digest,
+)
 from dermlearn.training.features.errors import FeatureCacheError, FeaturesError
 from dermlearn.training.features.extraction import BackboneRunner, extract_features
-from dermlearn.training.features.heads import (ABSENT_CLASS_BIAS, build_head,
-                                              cross_validate_features, fit_logreg,
-                                              fit_logreg_head, fit_mlp_head, head_config,
-                                              head_to_classifier, logreg_to_linear,
-                                              predict_proba)
+from dermlearn.training.features.heads import (
+    ABSENT_CLASS_BIAS,
+    build_head,
+    cross_validate_features,
+    fit_logreg,
+    fit_logreg_head,
+    fit_mlp_head,
+    head_config,
+    head_to_classifier,
+    logreg_to_linear,
+    predict_proba,
+)
 
 __all__ = ["ABSENT_CLASS_BIAS", "BackboneRunner", "CACHE_ENV", "CACHE_FORMAT", "FeatureCache",
            "FeatureCacheError", "FeaturesError", "build_head", "cross_validate_features",

@@ -26,8 +26,9 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -178,7 +179,7 @@ class FeatureCache:
         return f"FeatureCache({str(self.root)!r}, dtype={self.dtype.name!r})"
 
     @classmethod
-    def default(cls, **kwargs) -> "FeatureCache":
+    def default(cls, **kwargs) -> FeatureCache:
         """The cache in ``$DERMLEARN_FEATURE_CACHE``, else ``$XDG_CACHE_HOME/dermlearn/features``
         (``~/.cache/dermlearn/features``), read at call time."""
         return cls(default_cache_dir(), **kwargs)

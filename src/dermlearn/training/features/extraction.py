@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -16,8 +16,15 @@ from dermlearn.inference.scoring import score_images
 from dermlearn.models.errors import ModelError
 from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
 from dermlearn.models.views import apply_view
-from dermlearn.training.features.cache import (FeatureCache, _arch, _as_cfg, _check_views,
-                                              _refusal, feature_extractor, image_key)
+from dermlearn.training.features.cache import (
+    FeatureCache,
+    _arch,
+    _as_cfg,
+    _check_views,
+    _refusal,
+    feature_extractor,
+    image_key,
+)
 from dermlearn.training.features.errors import FeatureCacheError, FeaturesError
 from dermlearn.training.features.heads import torch_threads
 

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import math
 import warnings
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -108,10 +108,10 @@ def fit_logreg(features, targets, *, class_weight="balanced", C: float = 1.0, se
     threads during the fit (1: fastest for these small problems, and ~20x faster than two
     spinning threads on a busy 2-core machine); None leaves them alone.
     """
-    from threadpoolctl import threadpool_limits
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     X = np.asarray(features, dtype=np.float64)
     y = np.asarray(targets)
