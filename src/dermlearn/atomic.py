@@ -2,10 +2,12 @@
 torn one) and checks that an output path can be written, made before the work it would hold."""
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from dermlearn.errors import DermlearnError
 
@@ -31,6 +33,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], *,
             tmp.unlink()
         except FileNotFoundError:
             pass
+
+
+def atomic_write_json(path: str | os.PathLike, value: Any) -> None:
+    """``value`` as indented JSON at ``path``, atomically; NumPy scalars and arrays are written
+    as numbers and lists."""
+    text = json.dumps(value, indent=2, default=_jsonable)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _jsonable(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 class OutputPathError(DermlearnError):

@@ -74,10 +74,11 @@ def launched_externally() -> bool:
 
 def reexecutable() -> bool:
     """True when ``sys.argv`` is a dermlearn command, which Lightning's ``ddp`` launcher can
-    re-run once per extra process (``dermlearn ...`` or ``python -m dermlearn.cli ...``)."""
+    re-run once per extra process (``dermlearn ...`` or ``python -m dermlearn.cli ...``, which
+    runs ``dermlearn.cli.__main__``)."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name == "dermlearn.cli":
+    if spec is not None and spec.name in ("dermlearn.cli", "dermlearn.cli.__main__"):
         return True
     return bool(sys.argv) and Path(sys.argv[0]).name in ("dermlearn", "dermlearn.exe")
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dermlearn.atomic import check_output_dir
+from dermlearn.atomic import atomic_write_json, check_output_dir
 from dermlearn.data import Manifest, load
 from dermlearn.evaluation import plots
 from dermlearn.evaluation.binary import (
@@ -272,7 +272,7 @@ def write_outputs(out: str | Path, metrics: dict[str, Any], *, frame: pd.DataFra
     if predictor is not None and explain:
         figures.update(explanation_figures(out, predictor, manifest, frame, explain,
                                            examples_per_class, metrics))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_jsonable))
+    atomic_write_json(out / "metrics.json", metrics)
     if report:
         build_report(out, metrics, figures, summary)
     return out / "metrics.json"
@@ -353,11 +353,3 @@ def explanation_figures(out: Path, predictor: Any, manifest: Manifest, frame: pd
         metrics["lesion_focus"] = {"method": method,
                                    "per_class": json.loads(summary.to_json(orient="index"))}
     return figures
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(type(value).__name__)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dermlearn.atomic import check_output_dir
 from dermlearn.errors import DermlearnError
+from dermlearn.inference.predictor import model_directory
 from dermlearn.inference.scoring import check_batch_size
 from dermlearn.models.lesion_classifier import read_config
 from dermlearn.parallel import check_threads
@@ -39,9 +40,7 @@ def serve(model: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     threads = check_threads(threads)
     if keep_uploads:
         check_output_dir(keep_uploads)
-    model_dir = Path(model)
-    if (model_dir / "model" / "config.json").exists():
-        model_dir = model_dir / "model"
+    model_dir = model_directory(model)
     read_config(model_dir)  # a clear error now rather than in every worker
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     onnx_path = None

@@ -151,12 +151,20 @@ class HistoryWriter(L.Callback):
         self._write([row], mode="a")
 
     def _write(self, rows: list[dict], mode: str) -> None:
-        new = mode == "w" or not self.path.exists()
-        with open(self.path, mode, newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.FIELDS)
-            if new:
+        """Write ``rows`` (``mode`` "w": instead of the file's rows; "a": after them) as a whole
+        new file, atomically: a kill leaves the history of the last finished epoch."""
+        kept = []
+        if mode == "a" and self.path.exists():
+            with open(self.path, newline="") as f:
+                kept = list(csv.DictReader(f))
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.FIELDS)
                 writer.writeheader()
-            writer.writerows(rows)
+                writer.writerows(kept + rows)
+
+        atomic_write(self.path, write)
 
 
 def _item(value) -> float | None:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dermlearn.atomic import atomic_write
+from dermlearn.atomic import atomic_write, atomic_write_json
 from dermlearn.data import Manifest
 from dermlearn.evaluation.calibration import (
     TEMPERATURE_BOUNDS,
@@ -23,7 +23,7 @@ from dermlearn.models.lesion_classifier import read_config, update_config
 from dermlearn.taxonomy import assign_classes
 from dermlearn.training.fit import training_data
 from dermlearn.training.recipes import Recipe
-from dermlearn.training.runs import FoldData, RunSetup, write_json
+from dermlearn.training.runs import FoldData, RunSetup
 
 __all__ = ["MIN_CALIBRATION_IMAGES", "OOD_FIT_IMAGES", "evaluate_predictions", "finish_run",
            "headline", "read_fold_predictions", "write_fold_predictions"]
@@ -106,7 +106,7 @@ def finish_run(setup: RunSetup, frames: list[pd.DataFrame], per_fold: dict[int, 
     metrics["ood"] = _fit_ood(out / "model", manifest, setup.folds[0].train_rows, recipe,
                               progress)
     update_config(out / "model", validation=headline(metrics))
-    write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "metrics.json", metrics)
     return metrics
 
 
@@ -121,7 +121,7 @@ def _write_ensemble(model_dir: Path, folds: list[FoldData], manifest: Manifest) 
         manifest, np.unique(np.concatenate([f.train_rows for f in folds])),
         np.unique(np.concatenate([f.val_rows for f in folds])))
     config["training_data"]["validation"] = "out-of-fold"
-    write_json(model_dir / "config.json", config)
+    atomic_write_json(model_dir / "config.json", config)
 
 
 def _calibrate(model_dir: Path, frame: pd.DataFrame, classes: list[str],

@@ -57,7 +57,6 @@ def add_recipe_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
                      fields: Sequence[str] = FLAG_FIELDS) -> tuple[str, ...]:
     """Add one flag per recipe field in ``fields`` to ``parser``; returns their dests (the field
     names). Unset flags leave no attribute on the parsed namespace."""
-    defaults = Recipe()
     for name in fields:
         info = Recipe.model_fields[name]
         kinds = kinds_of(info.annotation)
@@ -71,7 +70,7 @@ def add_recipe_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
         else:
             kwargs["type"] = _value(optional="None" in kinds and "str" not in kinds)
             kwargs["metavar"] = METAVARS.get(name, name.upper())
-        help_text += f" (default: {_show(getattr(defaults, name))})"
+        help_text += f" (default: {_show(info.default)})"  # the declared default: no validation
         parser.add_argument(flag_name(name), help=help_text, **kwargs)
     return tuple(fields)
 

@@ -19,6 +19,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from dermlearn.errors import DermlearnError
 from dermlearn.errors.validation import ValidatedModel, problem
+from dermlearn.parallel import STRATEGIES
 
 Mode = Literal["features", "finetune", "full", "progressive"]
 Optimizer = Literal["adamw", "sgd", "rmsprop"]
@@ -26,7 +27,7 @@ Scheduler = Literal["cosine", "step", "none"]
 Augmentation = Literal["default", "esteva", "benedetti", "none"]
 Sampler = Literal["none", "balanced"]
 Head = Literal["logreg", "mlp"]
-Strategy = Literal["auto", "ddp", "ddp_spawn"]
+Strategy = Literal[STRATEGIES]  # Lightning launchers (dermlearn.parallel)
 SelectMetric = Literal["balanced_accuracy", "accuracy", "auc_macro"]  # validation, higher is better
 Precision = Literal["32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64",
                     "64-true"]
@@ -37,7 +38,6 @@ SCHEDULERS = get_args(Scheduler)
 AUGMENTATIONS = get_args(Augmentation)
 SAMPLERS = get_args(Sampler)
 HEADS = get_args(Head)
-STRATEGIES = get_args(Strategy)
 SELECT_METRICS = get_args(SelectMetric)
 PRECISIONS = get_args(Precision)
 

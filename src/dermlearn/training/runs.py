@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dermlearn.atomic import atomic_write, check_output_dir
+from dermlearn.atomic import atomic_write, atomic_write_json, check_output_dir
 from dermlearn.data import Manifest, load
 from dermlearn.data.loading import parse_spec
 from dermlearn.errors import DataError, DermlearnError
@@ -36,7 +36,7 @@ from dermlearn.training.recipes import Recipe, get_recipe
 
 __all__ = ["FoldData", "RunError", "RunPlan", "RunSetup", "absolute_data_spec",
            "plan_new_run", "plan_resumed_run", "prepare", "refuse_resume_options",
-           "training_classes", "write_json", "write_run_record"]
+           "training_classes", "write_run_record"]
 
 RUN_FILE = "run.json"
 #: A Manifest given to ``train`` is saved in the run as this CSV, so that the run can resume.
@@ -87,20 +87,6 @@ class RunSetup:
     def usable(self) -> np.ndarray:
         """Rows a model of the run may train or be validated on (not the test part)."""
         return np.flatnonzero(self.splits["fold"].to_numpy() != TEST)
-
-
-def write_json(path: Path, value: Any) -> None:
-    """``value`` as indented JSON at ``path``, atomically."""
-    text = json.dumps(value, indent=2, default=_jsonable)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(type(value).__name__)
 
 
 def refuse_resume_options(run: str | Path, given: Sequence[str]) -> None:
@@ -287,8 +273,8 @@ def write_run_record(setup: RunSetup) -> None:
         data = f"csv:{(out / DATA_FILE).resolve()}"
     if isinstance(splits, pd.DataFrame):
         splits = str((out / SPLITS_FILE).resolve())
-    write_json(out / "config.json", plan.recipe.to_dict())
-    write_json(out / RUN_FILE, {
+    atomic_write_json(out / "config.json", plan.recipe.to_dict())
+    atomic_write_json(out / RUN_FILE, {
         "data": data, "splits": splits, "device": plan.device, "recipe": plan.recipe.to_dict(),
         "feature_cache": plan.feature_cache, "taxonomy": setup.manifest.taxonomy.to_dict(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S")})

@@ -1,0 +1,114 @@
+"""``dermlearn evaluate``, ``explain`` and ``embed``: a model's metrics, overlays and t-SNE."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dermlearn.cli.common import DATA_HELP, TAXONOMY_HELP, _join
+from dermlearn.errors import DermlearnError
+
+#: ``--part``: which images a model may be scored on (dermlearn.inference.unseen).
+PARTS = ("auto", "val", "test", "all")
+PART_HELP = ("images to score: auto (default) = every image the model never trained on (a "
+             "fold ensemble's run images by the member that held them out; the run's test "
+             "part left for 'test'); val = the run's validation images; test = its test part; "
+             "all = every image, refused if any trained the model")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from dermlearn.evaluation.evaluate import evaluate_model, evaluate_predictions_csv
+
+    if (args.model is None) == (args.predictions is None):
+        raise DermlearnError("evaluate needs a MODEL or --predictions CSV (one of them)")
+    if args.model is not None and args.taxonomy is not None:
+        raise DermlearnError("--taxonomy is for --predictions: a model reads the data with the "
+                             "taxonomy it was trained with")
+    if args.predictions:
+        metrics = evaluate_predictions_csv(args.predictions, args.data, out=args.out,
+                                           taxonomy=args.taxonomy, readers=args.readers,
+                                           n_boot=args.bootstrap, seed=args.seed)
+    else:
+        metrics = evaluate_model(args.model, args.data, args.out, part=args.part, tta=args.tta,
+                                 readers=args.readers, n_boot=args.bootstrap, seed=args.seed,
+                                 explain=None if args.explain == "none" else args.explain,
+                                 embed=not args.no_embed, progress=not args.quiet)
+    if args.model is not None:
+        print(f"scored {metrics['source']['evaluated on']}")
+    from dermlearn.evaluation.summary import format_metrics
+
+    print(format_metrics(metrics))
+    print(f"ECE {metrics['ece']:.3f}")
+    report = Path(args.out) / "report.html"
+    print(f"\nmetrics: {_join(args.out, 'metrics.json')}"
+          + (f"   report: {report}" if report.exists() else ""))
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from dermlearn.explain import explain_to_dir
+    from dermlearn.inference import Predictor, resolve_inputs
+    from dermlearn.inference.unseen import unseen_images
+
+    predictor = Predictor.load(args.model)
+    inputs = resolve_inputs(args.images)
+    scope = unseen_images(predictor, inputs.ids, args.part, source=" ".join(args.images))
+    print(f"explaining {scope.description}")
+    written = explain_to_dir(predictor, [inputs.paths[i] for i in scope.rows], args.out,
+                             method=args.method)
+    print(f"wrote {len(written)} {args.method} overlays to {_join(args.out)}")
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from dermlearn.data import load
+    from dermlearn.explain import embed_unseen
+    from dermlearn.inference import Predictor
+
+    predictor = Predictor.load(args.model)
+    written, described = embed_unseen(predictor, load(args.data, taxonomy=predictor.taxonomy),
+                                      args.out, part=args.part, seed=args.seed,
+                                      progress=not args.quiet)
+    print(f"embedded {described}")
+    print("wrote " + ", ".join(str(p) for p in written.values()))
+    return 0
+
+
+def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
+    """The ``evaluate``, ``explain`` and ``embed`` commands."""
+    ev = commands.add_parser("evaluate", help="metrics, figures and report.html for a model "
+                             "(or a predictions CSV) on a dataset")
+    ev.add_argument("model", nargs="?", help="model directory (RUN/model or RUN)")
+    ev.add_argument("data", help=DATA_HELP)
+    ev.add_argument("--out", required=True, help="output folder (metrics.json, report.html)")
+    ev.add_argument("--predictions", help="score this ISIC-format CSV instead of a model")
+    ev.add_argument("--taxonomy", help="with --predictions: " + TAXONOMY_HELP)
+    ev.add_argument("--readers", help="CSV of reader operating points: name, sensitivity, "
+                    "specificity[, task]")
+    ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
+    ev.add_argument("--part", choices=PARTS, default="auto", help=PART_HELP)
+    ev.add_argument("--tta", type=int, default=1, help="test-time views to average (1-8)")
+    ev.add_argument("--explain", choices=["saliency", "gradcam", "none"], default="saliency")
+    ev.add_argument("--no-embed", action="store_true", help="skip the t-SNE embedding")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    ex = commands.add_parser("explain", help="saliency / Grad-CAM overlays for images")
+    ex.add_argument("model", help="model directory (RUN/model or RUN)")
+    ex.add_argument("images", nargs="+", help="image files or a folder of images")
+    ex.add_argument("--out", required=True, help="output folder for the overlays")
+    ex.add_argument("--method", choices=["saliency", "gradcam"], default="saliency",
+                    help="saliency: input gradients (Esteva); gradcam: class activation of the "
+                    "last convolutional stage (default saliency)")
+    ex.add_argument("--part", choices=PARTS, default="auto", help=PART_HELP)
+    ex.set_defaults(func=_cmd_explain)
+
+    em = commands.add_parser("embed", help="t-SNE of penultimate features (PNG + CSV)")
+    em.add_argument("model", help="model directory (RUN/model or RUN)")
+    em.add_argument("data", help=DATA_HELP)
+    em.add_argument("--out", required=True,
+                    help="output folder (tsne.csv, tsne_by_class.png, tsne_by_correctness.png)")
+    em.add_argument("--part", choices=PARTS, default="auto", help=PART_HELP)
+    em.add_argument("--seed", type=int, default=0, help="t-SNE random state (default 0)")
+    em.add_argument("--quiet", action="store_true", help="no progress bars")
+    em.set_defaults(func=_cmd_embed)
