@@ -60,3 +60,14 @@ def _private_image_cache(tmp_path_factory):
         os.environ.pop("DERMLEARN_IMAGE_CACHE", None)
     else:
         os.environ["DERMLEARN_IMAGE_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A tiny synthetic dataset (mel, nv, bkl; 6 lesions each, 1-2 images per lesion)."""
+    from dermlearn.data.synthetic import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("tiny")
+    make_synthetic_dataset(root, n_lesions_per_class=6, images_per_lesion=(1, 2),
+                           classes=("mel", "nv", "bkl"), size=96, seed=1)
+    return root

@@ -19,14 +19,6 @@ BAD = Path(__file__).parent / "data" / "bad"
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny-inference")
-    make_synthetic_dataset(root, n_lesions_per_class=6, images_per_lesion=(1, 2),
-                           classes=("mel", "nv", "bkl"), size=96, seed=1)
-    return root
-
-
-@pytest.fixture(scope="module")
 def run(tiny_data, tmp_path_factory) -> Path:
     """A run trained through the front door with a Manifest and a split table."""
     out = tmp_path_factory.mktemp("api") / "run"

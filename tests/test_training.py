@@ -30,14 +30,6 @@ from dermlearn.training.run import RunError, train
 TINY = dict(image_size=64, batch_size=8, num_workers=0, epochs=1)
 
 
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    make_synthetic_dataset(root, n_lesions_per_class=6, images_per_lesion=(1, 2),
-                           classes=("mel", "nv", "bkl"), size=96, seed=1)
-    return root
-
-
 def test_finetune_writes_a_complete_run(tiny_data, tmp_path):
     run = tmp_path / "run"
     metrics = train(tiny_data, run, overrides=TINY, progress=False)
