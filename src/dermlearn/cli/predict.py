@@ -8,6 +8,7 @@ import sys
 from dermlearn.atomic import check_output_file
 from dermlearn.cli.common import _positive_int, _threads
 from dermlearn.errors import DermlearnError
+from dermlearn.parallel import STRATEGIES
 
 
 def _columns(table, level: str | None) -> str:
@@ -149,6 +150,6 @@ def _add_parallel_flags(parser: argparse.ArgumentParser, what: str,
                         help=f"data-parallel processes (CPU) or GPUs per node; {what}")
     parser.add_argument("--num-nodes", type=int, default=default,
                         help="machines (launch with torchrun or srun, see docs/scaling.md)")
-    parser.add_argument("--strategy", choices=["auto", "ddp", "ddp_spawn"],
+    parser.add_argument("--strategy", choices=list(STRATEGIES),
                         default="auto" if default else None,
                         help="Lightning launcher (auto: ddp from the command line)")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from dermlearn.cli.common import DATA_HELP, TAXONOMY_HELP, _join
 from dermlearn.errors import DermlearnError
+from dermlearn.parallel import DEVICES
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -81,7 +82,7 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
                        help="override any recipe field, e.g. --set label_smoothing=0")
     train.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
     train.add_argument("--splits", help="use this split CSV (checked for lesion leakage)")
-    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+    train.add_argument("--device", default="auto", choices=list(DEVICES),
                        help="where to train (auto: cuda when available; default auto)")
     train.add_argument("--feature-cache", help="feature cache folder (features mode)")
     train.add_argument("--taxonomy", help=TAXONOMY_HELP + "; saved with the run and the model")

@@ -119,10 +119,16 @@ def unseen_images(model: str | Path | Predictor, images: Manifest | Sequence[str
               "auto": validation | new}[part]
     rows = np.flatnonzero(chosen)
     if not len(rows):
-        raise DermlearnError(f"no {'unseen' if part == 'auto' else part} images of "
-                             f"{model_dir.parent} are in {source}"
-                             + (f" ({int(trained.sum())} trained the model)" if trained.any()
-                                else ""))
+        if part != "auto":
+            raise DermlearnError(f"no {'validation' if part == 'val' else 'test-part'} images "
+                                 f"of {model_dir.parent} are in {source}")
+        reasons = [f"{int(trained.sum())} trained {model_dir} (e.g. {ids[trained].iloc[0]})"
+                   ] if trained.any() else []
+        if test.any():
+            reasons.append(f"{int(test.sum())} are the run's test part (score them once, on "
+                           f"purpose, with --part test)")
+        raise DermlearnError(f"none of the {n} images of {source} is one {model_dir} never "
+                             f"trained on: {'; '.join(reasons)}; give images it has not seen")
     member = np.array([held_out_by.get(int(f), WHOLE_MODEL) if v else WHOLE_MODEL
                        for f, v in zip(fold_values[rows], validation[rows])])
     described = _describe(part, int(validation[rows].sum()), int(new[rows].sum()),
