@@ -112,9 +112,14 @@ def onnx_metadata(predictor: Predictor) -> dict[str, str]:
         "std": json.dumps(pre["std"]),
         "interpolation": pre["interpolation"],
         "crop_pct": repr(pre["crop_pct"]),
-        "input_layout": "NCHW float32 RGB; resize the shorter side to size / crop_pct with "
-                        "'interpolation', centre-crop to input_size, scale to [0, 1], "
-                        "subtract mean and divide by std per channel",
+        "input_layout": ("NCHW float32 RGB; "
+                         + (f"apply Shades of Gray colour constancy with p={pre['color_constancy']}"
+                            " (color_constancy) to the RGB photograph, then "
+                            if pre.get("color_constancy") else "")
+                         + "resize the shorter side to size / crop_pct with 'interpolation', "
+                         "centre-crop to input_size, scale to [0, 1], subtract mean and divide "
+                         "by std per channel"),
+        "color_constancy": repr(pre.get("color_constancy")),
         "outputs": "probabilities: mean over ensemble members of softmax(logits / temperature), "
                    "shape (N, len(classes)); features: the out-of-distribution detector's "
                    "input (N, D), parts as in feature_layout",

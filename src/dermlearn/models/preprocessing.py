@@ -16,7 +16,7 @@ from torch import nn
 
 from dermlearn.models.errors import PreprocessConfigError
 
-__all__ = ["PreprocessConfig", "eval_transform", "preprocess"]
+__all__ = ["PreprocessConfig", "color_steps", "eval_transform", "preprocess"]
 
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box", "hamming")
 
@@ -37,8 +37,11 @@ class PreprocessConfig:
 
     ``input_size`` is (C, H, W) in pixels; ``mean``/``std`` are per RGB channel for pixels
     scaled to [0, 1]; ``interpolation`` is a PIL filter name; ``crop_pct`` is the centre crop
-    fraction: the shorter side is resized to ``size / crop_pct`` and the centre ``H x W`` kept.
-    The defaults are those of the bundled EfficientNet-Lite0 weights.
+    fraction: the shorter side is resized to ``size / crop_pct`` and the centre ``H x W`` kept;
+    ``color_constancy`` is the Minkowski norm p of Shades of Gray colour constancy applied to
+    the photograph first (:mod:`dermlearn.models.color_constancy`; 6 as in the ISIC 2019
+    winners' work), or None for none. The defaults are those of the bundled EfficientNet-Lite0
+    weights.
     """
 
     input_size: tuple[int, int, int] = (3, 224, 224)
@@ -46,6 +49,7 @@ class PreprocessConfig:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     interpolation: str = "bicubic"
     crop_pct: float = 0.875
+    color_constancy: float | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -73,6 +77,10 @@ class PreprocessConfig:
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "std", std)
         object.__setattr__(self, "crop_pct", crop)
+        if self.color_constancy is not None:
+            from dermlearn.models.color_constancy import check_norm
+
+            object.__setattr__(self, "color_constancy", check_norm(self.color_constancy))
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -93,8 +101,11 @@ class PreprocessConfig:
                    crop_pct=float(cfg.get("crop_pct") or 0.875))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (lists and plain numbers)."""
+        """JSON-safe dict (lists and plain numbers); ``color_constancy`` only when set, so a
+        model without it is described (and content-addressed) as before it existed."""
         d = asdict(self)
+        if d["color_constancy"] is None:
+            del d["color_constancy"]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
@@ -105,12 +116,13 @@ class PreprocessConfig:
         data = dict(data)
         if data.pop("crop_mode", "center") != "center":
             raise PreprocessConfigError("preprocess crop_mode must be 'center'")
-        known = {"input_size", "mean", "std", "interpolation", "crop_pct"}
+        required = {"input_size", "mean", "std", "interpolation", "crop_pct"}
+        known = required | {"color_constancy"}  # optional: configs saved before it had none
         extra = sorted(set(data) - known)
         if extra:
             raise PreprocessConfigError(f"preprocess config has unknown keys {extra}; expected "
                                         f"{sorted(known)}")
-        missing = sorted(known - set(data))
+        missing = sorted(required - set(data))
         if missing:
             raise PreprocessConfigError(f"preprocess config lacks {missing}")
         return cls(**data)
@@ -126,9 +138,20 @@ class _ToRGB:
         return "ToRGB()"
 
 
+def color_steps(cfg: PreprocessConfig) -> list:
+    """The photometric steps applied to the RGB photograph before any resizing: Shades of Gray
+    colour constancy when the config asks for it (training and evaluation alike)."""
+    if cfg.color_constancy is None:
+        return []
+    from dermlearn.models.color_constancy import ShadesOfGray
+
+    return [ShadesOfGray(cfg.color_constancy)]
+
+
 def eval_transform(cfg: PreprocessConfig) -> Callable[[Image.Image], torch.Tensor]:
-    """PIL image -> float32 tensor (3, H, W): to RGB, resize shorter side to size/crop_pct,
-    centre crop H x W, scale to [0, 1], normalise by mean/std (timm's eval transform)."""
+    """PIL image -> float32 tensor (3, H, W): to RGB, colour constancy (when configured),
+    resize shorter side to size/crop_pct, centre crop H x W, scale to [0, 1], normalise by
+    mean/std (timm's eval transform)."""
     from timm.data import create_transform
     from torchvision import transforms
 
@@ -136,7 +159,7 @@ def eval_transform(cfg: PreprocessConfig) -> Callable[[Image.Image], torch.Tenso
                             interpolation=cfg.interpolation, mean=cfg.mean, std=cfg.std,
                             crop_pct=cfg.crop_pct, crop_mode="center")
     steps = list(base.transforms) if isinstance(base, transforms.Compose) else [base]
-    return transforms.Compose([_ToRGB(), *steps])
+    return transforms.Compose([_ToRGB(), *color_steps(cfg), *steps])
 
 
 def preprocess(images: Sequence[Image.Image] | Image.Image, cfg: PreprocessConfig,

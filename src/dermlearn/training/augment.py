@@ -13,7 +13,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
-from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
+from dermlearn.models.preprocessing import PreprocessConfig, color_steps, eval_transform
 
 _INTERPOLATION = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR,
                   "nearest": T.InterpolationMode.NEAREST}
@@ -119,4 +119,4 @@ def train_transform(kind: str, cfg: PreprocessConfig) -> T.Compose:
                  T.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.1, hue=0.02)]
     else:
         raise ValueError(f"unknown augmentation {kind!r}")
-    return T.Compose([*steps, *_normalise(cfg)])
+    return T.Compose([*color_steps(cfg), *steps, *_normalise(cfg)])

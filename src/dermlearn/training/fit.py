@@ -29,7 +29,8 @@ __all__ = ["fit_fold", "model_config", "preprocess_config", "resumed_epoch",
 
 
 def preprocess_config(backbone: torch.nn.Module, recipe: Recipe) -> PreprocessConfig:
-    """The backbone's preprocessing with the recipe's input size and evaluation crop."""
+    """The backbone's preprocessing with the recipe's input size, evaluation crop and colour
+    constancy."""
     cfg = PreprocessConfig.from_model(backbone)
     if recipe.image_size:
         h, w = (recipe.image_size, recipe.image_size) if isinstance(recipe.image_size, int) \
@@ -37,6 +38,8 @@ def preprocess_config(backbone: torch.nn.Module, recipe: Recipe) -> PreprocessCo
         cfg = dataclasses.replace(cfg, input_size=(3, h, w))
     if recipe.crop_pct is not None:
         cfg = dataclasses.replace(cfg, crop_pct=recipe.crop_pct)
+    if recipe.color_constancy is not None:
+        cfg = dataclasses.replace(cfg, color_constancy=recipe.color_constancy)
     return cfg
 
 

@@ -69,6 +69,9 @@ class Recipe(ValidatedModel):
     crop_pct: float | None = Field(
         None, gt=0, le=1, description="evaluation centre crop (shorter side resized to size / "
         "crop_pct); 1: the whole frame; None: the backbone's (0.875 for EfficientNet-Lite0)")
+    color_constancy: float | None = Field(
+        None, ge=1, description="Shades of Gray colour constancy (Minkowski norm p; 6 as the ISIC "
+        "2019 winners) applied to every photograph in training and prediction; None: off")
     mode: Mode = Field("finetune", description="features: a head on frozen features | "
                        "finetune: the top `unfreeze` blocks trained | full: every layer | "
                        "progressive: the head, then deeper blocks in stages")
