@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PIP := $(PY) -m pip install --disable-pip-version-check -q
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test test-all lint install install-dev browser clean bench
+.PHONY: demo test test-all lint install install-dev browser clean bench compare-baseline
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ BENCH_ARGS ?= --images 128 --train-images 64 --rss-images 100,400 --cv-images 10
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 	$(PY) benchmarks/serve_bench.py --tiny --requests 20 --concurrency 1,4 --raw-repeats 10
+
+# Issue 21: dermlearn's default recipe against a plain timm fine-tune on the same held-out lesions
+# of HAM10000, paired (about 50 + 21 min on 2 cores); prints the table, writes runs/baseline/.
+compare-baseline: $(VENV)/.installed
+	test -d runs/ham-default || $(VENV)/bin/dermlearn train ../shared/data/ham10000 --out runs/ham-default
+	$(PY) benchmarks/baseline.py ../shared/data/ham10000 --run runs/ham-default --out runs/baseline
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .hypothesis
