@@ -472,3 +472,18 @@ def test_custom_taxonomy_is_trained_saved_resumed_and_evaluated(tiny_data, tmp_p
     assert main(["evaluate", str(run), str(data), "--out", str(tmp_path / "e2"),
                  "--taxonomy", "flat"]) != 0
     assert "--taxonomy is for --predictions" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compiled_training_saves_the_same_model_layout(tiny_data, tmp_path):
+    """``compile=true`` (torch.compile, in place) trains and saves a model with the parameter
+    names of an uncompiled one, which predicts as usual (slow: compiling takes minutes on a CPU)."""
+    overrides = {**TINY, "epochs": 1}
+    train(tiny_data, tmp_path / "eager", overrides=overrides, progress=False)
+    train(tiny_data, tmp_path / "compiled", overrides={**overrides, "compile": True},
+          progress=False)
+    eager = load_file(str(tmp_path / "eager" / "model" / "model.safetensors"))
+    compiled = load_file(str(tmp_path / "compiled" / "model" / "model.safetensors"))
+    assert sorted(eager) == sorted(compiled)
+    table = predict(tmp_path / "compiled", tiny_data)
+    np.testing.assert_allclose(table.drop(columns="image").sum(axis=1), 1.0, atol=1e-6)

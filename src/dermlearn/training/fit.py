@@ -247,6 +247,8 @@ def fit_fold(setup: RunSetup, fold: FoldData, progress: bool
                              drop_rate=recipe.drop_rate)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if recipe.compile:  # in place: parameter names, checkpoints and the saved model unchanged
+        model.compile()
     data = _FoldData(setup, fold, cfg, encoder.encode_table(table) if encoder else None,
                      setup.plan.device)
     train_targets = setup.targets[fold.train_rows]

@@ -147,6 +147,9 @@ class Recipe(ValidatedModel):
     precision: Precision = Field("32", description="Lightning precision; bf16-mixed is slower "
                                  "for training on most CPUs")
     channels_last: bool = Field(True, description="channels-last memory format")
+    compile: bool = Field(False, description="torch.compile the network for training (worth "
+                          "it on a GPU for long runs; the first steps are slower; the saved "
+                          "model is the same)")
     num_workers: int = Field(2, ge=0, description="data-loader workers per process")
     image_cache: bool = Field(True, description="training images decoded and resized once, "
                               "kept on disk")
