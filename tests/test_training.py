@@ -487,3 +487,37 @@ def test_compiled_training_saves_the_same_model_layout(tiny_data, tmp_path):
     assert sorted(eager) == sorted(compiled)
     table = predict(tmp_path / "compiled", tiny_data)
     np.testing.assert_allclose(table.drop(columns="image").sum(axis=1), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("extra", [{}, {"folds": 2}, {"mode": "features"}],
+                         ids=["hold-out", "folds", "features"])
+def test_refit_trains_the_final_model_on_every_training_image(tiny_data, tmp_path, extra):
+    """Issue 21: --refit keeps the selection model(s) and their validation figures, and trains
+    the final model on every training image for the epochs they chose."""
+    from dermlearn.inference.unseen import unseen_images
+    from dermlearn.models.lesion_classifier import read_config
+
+    run = tmp_path / "refit"
+    metrics = train(tiny_data, run, overrides={**TINY, "epochs": 2, "refit": True, **extra},
+                    progress=False)
+    n_all = len(pd.read_csv(tiny_data / "manifest.csv"))
+    final = read_config(run / "model")
+    assert final["training_data"]["n_images"] == n_all and final["training_data"][
+        "n_validation"] == 0
+    selection = read_config(run / "selection")
+    assert metrics["refit"]["n_images"] == n_all
+    if extra.get("mode") != "features":
+        chosen = ([read_config(run / "selection" / "members" / str(k))["selected_epochs"]
+                   for k in range(2)] if extra.get("folds") else [selection["selected_epochs"]])
+        assert metrics["refit"]["epochs"] == int(np.floor(np.median(chosen) + 0.5))
+        history = pd.read_csv(run / "history.csv", dtype={"fold": str})
+        assert (history["fold"] == "refit").sum() == metrics["refit"]["epochs"]
+    if extra.get("folds"):
+        assert len(selection["ensemble"]) == 2 and "ensemble" not in final
+    # The validation figures are the selection's; the refit model has no unseen run image.
+    val = pd.read_csv(run / "val_predictions.csv")
+    assert metrics["n"] == len(val)
+    with pytest.raises(DermlearnError, match="a refit model"):
+        unseen_images(run / "model", load(tiny_data))
+    table = predict(run, tiny_data)
+    assert len(table) == n_all and (run / "model" / "ood.json").is_file()

@@ -68,7 +68,10 @@ def _run_folds(model_dir: Path) -> pd.Series | None:
 
 def _validation_folds(model_dir: Path, config: dict, folds: pd.Series) -> dict[int, int]:
     """Fold -> the member that held it out: every member of a fold ensemble (members/K holds
-    out fold K), or the single model's validation fold (the run's first fold)."""
+    out fold K), or the single model's validation fold (the run's first fold); none for a
+    refit model."""
+    if config.get("refit"):  # trained on every image of the run but its test part
+        return {}
     members = list(config.get("ensemble") or [])
     if members:
         return {int(Path(name).name): i for i, name in enumerate(members)}
@@ -127,8 +130,11 @@ def unseen_images(model: str | Path | Predictor, images: Manifest | Sequence[str
         if test.any():
             reasons.append(f"{int(test.sum())} are the run's test part (score them once, on "
                            f"purpose, with --part test)")
+        refit = (f" (a refit model: {model_dir.parent / 'metrics.json'} holds the run's "
+                 f"validation figures)" if config.get("refit") else "")
         raise DermlearnError(f"none of the {n} images of {source} is one {model_dir} never "
-                             f"trained on: {'; '.join(reasons)}; give images it has not seen")
+                             f"trained on: {'; '.join(reasons)}; give images it has not "
+                             f"seen{refit}")
     member = np.array([held_out_by.get(int(f), WHOLE_MODEL) if v else WHOLE_MODEL
                        for f, v in zip(fold_values[rows], validation[rows])])
     described = _describe(part, int(validation[rows].sum()), int(new[rows].sum()),

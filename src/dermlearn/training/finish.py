@@ -87,7 +87,9 @@ def _summarise_folds(per_fold: dict[int, dict]) -> dict:
 def finish_run(setup: RunSetup, frames: list[pd.DataFrame], per_fold: dict[int, dict],
                progress: bool) -> dict[str, Any]:
     """Pool the folds' predictions, write the ensemble config, calibrate, fit the OOD screen
-    and write ``metrics.json``; returns the metrics."""
+    and write ``metrics.json``; returns the metrics. With a refit, the validation figures
+    measure the selection models (``selection/``), an estimate of the refit procedure; the
+    temperature they fit and the OOD screen go to the refit model in ``model/``."""
     out, recipe, manifest, classes = setup.plan.out, setup.plan.recipe, setup.manifest, \
         setup.classes
     predictions = pd.concat(frames, ignore_index=True)
@@ -98,13 +100,19 @@ def finish_run(setup: RunSetup, frames: list[pd.DataFrame], per_fold: dict[int, 
                     "mode": recipe.mode, "n_train_images": int(len(setup.usable)),
                     "validation": "out-of-fold" if len(setup.folds) > 1
                     else "lesion-grouped hold-out"})
+    selection = out / ("selection" if recipe.refit else "model")
     if len(setup.folds) > 1:
         metrics["folds"] = {str(k): headline(m) for k, m in per_fold.items()}
         metrics["cv"] = _summarise_folds(per_fold)
-        _write_ensemble(out / "model", setup.folds, manifest)
+        _write_ensemble(selection, setup.folds, manifest)
+    if recipe.refit:
+        metrics["refit"] = {**read_config(out / "model")["refit"],
+                            "note": "the final model (model/) trained on every training image; "
+                                    "the validation figures are those of the selection "
+                                    "model(s) in selection/, an estimate of this procedure"}
     metrics["calibration"] = _calibrate(out / "model", predictions, classes, manifest)
-    metrics["ood"] = _fit_ood(out / "model", manifest, setup.folds[0].train_rows, recipe,
-                              progress)
+    training_rows = setup.usable if recipe.refit else setup.folds[0].train_rows
+    metrics["ood"] = _fit_ood(out / "model", manifest, training_rows, recipe, progress)
     update_config(out / "model", validation=headline(metrics))
     atomic_write_json(out / "metrics.json", metrics)
     return metrics

@@ -89,6 +89,11 @@ def resumed_epoch(checkpoint: Path) -> int:
         return int(state.get("epoch", -1)) + 1
 
 
+def _epochs_trained(checkpoint: Path) -> int:
+    """How many epochs the weights of a Lightning ``checkpoint`` had trained."""
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=True).get("epoch", -1)) + 1
+
+
 def _score(checkpoint: Path, metric: str) -> float:
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     for cb_state in state.get("callbacks", {}).values():
@@ -120,14 +125,14 @@ class _FoldData:
     starting workers never shifts the global random state that dropout draws from)."""
 
     def __init__(self, setup: RunSetup, fold: FoldData, cfg: PreprocessConfig,
-                 meta: np.ndarray | None, device: str):
+                 meta: np.ndarray | None, device: str, recipe: Recipe):
         from dermlearn.data.dataset import ImageDataset, make_loader
         from dermlearn.models.preprocessing import eval_transform
         from dermlearn.parallel import per_process_batch
         from dermlearn.training.augment import train_transform
         from dermlearn.training.sampler import EpochSampler
 
-        recipe, targets = setup.plan.recipe, setup.targets
+        targets = setup.targets
         paths = setup.manifest.table["path"].to_numpy()
 
         def dataset(rows, transform, image_cache=None):
@@ -153,9 +158,10 @@ class _FoldData:
         self.train = make_loader(train_ds, batch_size=self.batch, sampler=self.sampler,
                                  drop_last=self.sampler.epoch_size > recipe.batch_size,
                                  **loader_kw)
+        # A refit (every training image, no validation part) trains without validating.
         self.val = make_loader(val_ds, batch_size=self.batch * 2,
                                sampler=EpochSampler(targets[fold.val_rows], shuffle=False),
-                               **loader_kw)
+                               **loader_kw) if len(fold.val_rows) else None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -178,17 +184,20 @@ def _fit_round(setup: RunSetup, fold: FoldData, data: _FoldData, module, round_:
         weight_ema,
     )
 
-    recipe, out, device = setup.plan.recipe, setup.plan.out, setup.plan.device
+    recipe, out, device = module.recipe, setup.plan.out, setup.plan.device
     rdir = out / "checkpoints" / f"fold_{fold.fold}" / f"round{round_}"
-    checkpoint = ModelCheckpoint(dirpath=rdir, filename="best", monitor="val_" +
-                                 recipe.select_metric, mode="max")
     # Every epoch (Lightning's save_last only follows an improved best): --resume's start.
     latest = ModelCheckpoint(dirpath=rdir, filename="last", enable_version_counter=False)
-    callbacks = [checkpoint, latest, HistoryWriter(out / "history.csv", fold.fold, round_),
+    callbacks = [latest, HistoryWriter(out / "history.csv", fold.fold, round_),
                  ThreadsPerProcess()]
+    checkpoint = None
+    if data.val is not None:  # the best epoch by validation; a refit keeps its last
+        checkpoint = ModelCheckpoint(dirpath=rdir, filename="best", monitor="val_" +
+                                     recipe.select_metric, mode="max")
+        callbacks.insert(0, checkpoint)
     if progress:
         callbacks.append(ImagesPerSecondBar(recipe.batch_size))
-    if recipe.early_stopping and round_ == 1:
+    if recipe.early_stopping and round_ == 1 and data.val is not None:
         callbacks.append(EarlyStopping(monitor="val_" + recipe.select_metric, mode="max",
                                        patience=recipe.early_stopping))
     ema = weight_ema(module.recipe, epochs, data.steps_per_epoch)
@@ -219,23 +228,27 @@ def _fit_round(setup: RunSetup, fold: FoldData, data: _FoldData, module, round_:
         warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
         warnings.filterwarnings("ignore", ".*can run with static graph optimizations.*")
         warnings.filterwarnings("ignore", ".*self.log.'train_loss'.*sync_dist=True.*")
+        warnings.filterwarnings("ignore", ".*validation_step.*no .val_dataloader.*")  # a refit
         trainer.fit(module, data.train, data.val, ckpt_path=resume_from, weights_only=True)
         trainer.strategy.barrier("dermlearn.fit")  # checkpoints written before anyone reads
-    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
+    best = Path(checkpoint.best_model_path) if checkpoint and checkpoint.best_model_path \
+        else last
     return (best if best.exists() else last), trainer.is_global_zero
 
 
-def fit_fold(setup: RunSetup, fold: FoldData, progress: bool
+def fit_fold(setup: RunSetup, fold: FoldData, progress: bool, recipe: Recipe | None = None
              ) -> tuple[LesionClassifier, dict, np.ndarray | None]:
-    """Fit one fold with Lightning; returns (model, config, validation probabilities (N, C)).
-    The probabilities are None in every DDP process but global rank 0, which alone writes the
-    run's files."""
+    """Fit one fold with Lightning (``recipe``: the run's unless given, e.g. a refit's); returns
+    (model, config, validation probabilities (N, C)). The probabilities are None in every DDP
+    process but global rank 0, which alone writes the run's files. The config records
+    ``selected_epochs``: how many epochs of the first round the kept weights had trained."""
     import lightning as L
 
     from dermlearn.training.module import LesionModule
     from dermlearn.training.sampler import class_weights
 
-    recipe, manifest, classes = setup.plan.recipe, setup.manifest, setup.classes
+    recipe = recipe or setup.plan.recipe
+    manifest, classes = setup.manifest, setup.classes
     L.seed_everything(recipe.seed, workers=False, verbose=False)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     backbone = create_backbone(recipe.backbone, weights=recipe.weights, num_classes=0)
@@ -250,13 +263,14 @@ def fit_fold(setup: RunSetup, fold: FoldData, progress: bool
     if recipe.compile:  # in place: parameter names, checkpoints and the saved model unchanged
         model.compile()
     data = _FoldData(setup, fold, cfg, encoder.encode_table(table) if encoder else None,
-                     setup.plan.device)
+                     setup.plan.device, recipe)
     train_targets = setup.targets[fold.train_rows]
     weights = class_weights(train_targets, len(classes), recipe.class_weight_power) \
         if recipe.class_weights else None
     prior = data.sampler.class_prior(len(classes))
     module = LesionModule(model, recipe, classes, weights, prior)
     best, is_zero = _fit_round(setup, fold, data, module, 1, recipe.epochs, None, progress)
+    selected_epochs = _epochs_trained(best)
     if recipe.second_round_epochs:
         second = recipe.replace(lr=recipe.lr * recipe.second_round_lr_factor,
                                 epochs=recipe.second_round_epochs, warmup_epochs=0,
@@ -270,6 +284,7 @@ def fit_fold(setup: RunSetup, fold: FoldData, progress: bool
     if not is_zero:
         return module.model.eval(), {}, None
     config = model_config(recipe, manifest, fold, classes, cfg, backbone, encoder)
+    config["selected_epochs"] = selected_epochs
     model = module.model.eval()
     probs = validation_probabilities(model, config, manifest, fold.val_rows, recipe,
                                      setup.plan.device)

@@ -20,9 +20,9 @@ __all__ = ["FLAG_FIELDS", "add_recipe_flags", "flag_name", "recipe_overrides"]
 
 #: The recipe fields with a flag of their own, in the order ``--help`` lists them.
 FLAG_FIELDS = ("backbone", "weights", "mode", "unfreeze", "epochs", "batch_size", "lr", "folds",
-               "val_fraction", "seed", "image_size", "color_constancy", "max_class_size",
-               "num_workers", "metadata", "head", "precision", "sampler", "class_cap",
-               "early_stopping", "augment", "devices", "num_nodes", "strategy")
+               "refit", "val_fraction", "seed", "image_size", "color_constancy",
+               "max_class_size", "num_workers", "metadata", "head", "precision", "sampler",
+               "class_cap", "early_stopping", "augment", "devices", "num_nodes", "strategy")
 #: Metavars where the field name is not the clearest one.
 METAVARS = {"color_constancy": "P", "early_stopping": "PATIENCE", "image_size": "N|HxW",
             "weights": "WEIGHTS", "max_class_size": "N", "class_cap": "N", "folds": "K", "devices": "N",

@@ -142,6 +142,10 @@ class Recipe(ValidatedModel):
     second_round_lr_factor: float = Field(0.1, gt=0, description="second round: lr factor")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="lesion-grouped validation share")
     folds: int = Field(1, ge=1, description="train K lesion-grouped folds (an ensemble)")
+    refit: bool = Field(False, description="after the validation part (or the folds) has chosen "
+                        "the number of epochs, train the final model on every training image "
+                        "for that many epochs (as scikit-learn's search refits); the validation "
+                        "figures then estimate this procedure")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed (splits, sampling, "
                       "initialisation)")
     precision: Precision = Field("32", description="Lightning precision; bf16-mixed is slower "

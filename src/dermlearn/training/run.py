@@ -8,7 +8,9 @@ A run directory ``RUN`` holds:
 * ``checkpoints/fold_K/`` -- Lightning checkpoints (atomic; ``last.ckpt`` for resuming);
 * ``model/`` -- ``model.safetensors`` + ``config.json`` (an ensemble of ``members/K`` with
   ``--folds K``); ``history.csv``; ``val_predictions.csv`` (ISIC format plus ``label``,
-  ``fold``); ``metrics.json`` (accuracy, balanced accuracy, per-class AUC, taxonomy levels).
+  ``fold``); ``metrics.json`` (accuracy, balanced accuracy, per-class AUC, taxonomy levels);
+* with ``--refit``: ``selection/`` holds the model(s) the validation figures come from, and
+  ``model/`` the final model, trained on every training image for the epochs they chose.
 
 The steps: a new run or a resumed one (:mod:`.runs`), each fold fitted with Lightning
 (:mod:`.fit`) or, in features mode, a head on cached features (:mod:`.feature_fit`), then the
@@ -19,11 +21,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from dermlearn.atomic import check_output_dir
 from dermlearn.data import Manifest
-from dermlearn.models.lesion_classifier import save_model
+from dermlearn.models.lesion_classifier import read_config, save_model
 from dermlearn.parallel import env_rank
 from dermlearn.taxonomy import Taxonomy
 from dermlearn.training.finish import (
@@ -35,6 +38,7 @@ from dermlearn.training.finish import (
 )
 from dermlearn.training.recipes import Recipe
 from dermlearn.training.runs import (
+    FoldData,
     RunError,
     RunSetup,
     plan_new_run,
@@ -86,6 +90,8 @@ def train(data: str | Path | Manifest | None = None, out: str | Path = "runs/run
     if rank == 0:
         write_run_record(setup)
     frames, per_fold = _train_folds(setup, progress)
+    if plan.recipe.refit:
+        _refit(setup, progress)
     if rank != 0:
         return {}  # a worker process of a data-parallel run; rank 0 reports
     return finish_run(setup, frames, per_fold, progress)
@@ -100,11 +106,12 @@ def _train_folds(setup: RunSetup, progress: bool) -> tuple[list[pd.DataFrame], d
     out, recipe, manifest, classes = setup.plan.out, setup.plan.recipe, setup.manifest, \
         setup.classes
     features = run_features(setup, progress) if recipe.mode == "features" else None
-    member_dir = out / "model" / "members" if len(setup.folds) > 1 else None
+    root = selection_dir(setup)
+    member_dir = root / "members" if len(setup.folds) > 1 else None
     frames, per_fold = [], {}
     for fold in setup.folds:
         pred_path = out / f"val_predictions_fold_{fold.fold}.csv"
-        model_dir = member_dir / str(fold.fold) if member_dir else out / "model"
+        model_dir = member_dir / str(fold.fold) if member_dir else root
         if pred_path.exists() and (model_dir / "config.json").exists():
             frame = read_fold_predictions(pred_path)  # finished before a restart
         else:
@@ -121,3 +128,47 @@ def _train_folds(setup: RunSetup, progress: bool) -> tuple[list[pd.DataFrame], d
         frames.append(frame)
         per_fold[fold.fold] = evaluate_predictions(frame, classes, manifest)
     return frames, per_fold
+
+
+def selection_dir(setup: RunSetup) -> Path:
+    """Where the models whose validation predictions measure the run are saved: ``model/``,
+    or ``selection/`` when a refit model takes ``model/``."""
+    return setup.plan.out / ("selection" if setup.plan.recipe.refit else "model")
+
+
+def refit_epochs(setup: RunSetup) -> int:
+    """The epochs a refit trains for: the median, over the folds, of the epochs the selected
+    weights had trained (the best epoch by validation, 1-based)."""
+    root = selection_dir(setup)
+    dirs = [root / "members" / str(f.fold) for f in setup.folds] if len(setup.folds) > 1 \
+        else [root]
+    chosen = [read_config(d).get("selected_epochs") for d in dirs]
+    if any(c is None for c in chosen):
+        raise RunError(f"{root}: the selection model(s) record no selected_epochs (trained by "
+                       f"an older dermlearn); start the run again to refit it")
+    return max(1, int(np.floor(np.median(chosen) + 0.5)))
+
+
+def _refit(setup: RunSetup, progress: bool) -> None:
+    """Train the final model on every training image (the validation part included) into
+    ``model/``; a refit finished before a restart is kept."""
+    from dermlearn.training.feature_fit import fit_fold_features, run_features
+    from dermlearn.training.fit import fit_fold
+
+    out, recipe = setup.plan.out, setup.plan.recipe
+    model_dir = out / "model"
+    if (model_dir / "config.json").exists() and read_config(model_dir).get("refit"):
+        return
+    fold = FoldData("refit", setup.usable, np.zeros(0, dtype=np.int64))
+    if recipe.mode == "features":
+        model, config, _ = fit_fold_features(setup, fold, *run_features(setup, progress))
+        epochs = None
+    else:
+        epochs = refit_epochs(setup)
+        model, config, probs = fit_fold(setup, fold, progress, recipe=recipe.replace(
+            epochs=epochs, early_stopping=None, second_round_epochs=0))
+        if probs is None:  # a worker process of a data-parallel run: rank 0 writes
+            return
+    config["refit"] = {"epochs": epochs, "n_images": int(len(setup.usable)),
+                       "selection": str(selection_dir(setup).relative_to(out))}
+    save_model(model, model_dir, config)

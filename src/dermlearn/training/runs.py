@@ -50,9 +50,10 @@ class RunError(DermlearnError):
 
 @dataclasses.dataclass
 class FoldData:
-    """One fold's training and validation rows (indices into the manifest)."""
+    """One fold's training and validation rows (indices into the manifest); ``fold`` is the
+    fold id, or ``"refit"`` for the final model trained on every training image."""
 
-    fold: int
+    fold: int | str
     train_rows: np.ndarray
     val_rows: np.ndarray
 
