@@ -17,7 +17,7 @@ from dermlearn.cli.data import add_data_commands
 from dermlearn.cli.demo import add_demo_command
 from dermlearn.cli.evaluate import add_evaluate_commands
 from dermlearn.cli.predict import add_predict_commands
-from dermlearn.cli.train import add_train_command
+from dermlearn.cli.train import add_ensemble_command, add_train_command
 from dermlearn.errors import DermlearnError
 
 __all__ = ["build_parser", "main"]
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_data_commands(commands)  # data, taxonomy
     add_train_command(commands)
+    add_ensemble_command(commands)
     add_predict_commands(commands)  # predict, serve, export
     add_evaluate_commands(commands)  # evaluate, explain, embed
     add_demo_command(commands)

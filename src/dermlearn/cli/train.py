@@ -93,3 +93,28 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         "recipe fields", "override the base recipe's value (defaults shown: the default "
         "recipe's); every other field: --set FIELD=VALUE"))
     train.set_defaults(func=_cmd_train)
+
+
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from dermlearn.training.ensemble import ensemble_runs
+
+    metrics = ensemble_runs(args.runs, args.out, progress=not args.quiet)
+    from dermlearn.evaluation.summary import format_metrics
+
+    weights = ", ".join(f"{run} {w:.3f}" for run, w in zip(metrics["ensemble"]["runs"],
+                                                          metrics["ensemble"]["weights"]))
+    print(f"member weights: {weights}")
+    print(format_metrics(metrics))
+    print(f"\nmodel: {_join(args.out, 'model')}   metrics: {_join(args.out, 'metrics.json')}")
+    return 0
+
+
+def add_ensemble_command(commands: argparse._SubParsersAction) -> None:
+    """The ``ensemble`` command: one model from runs trained on the same split."""
+    ens = commands.add_parser("ensemble", help="one model from several runs on the same split "
+                              "(weights and temperature fitted on their shared hold-out)")
+    ens.add_argument("runs", nargs="+", metavar="RUN", help="run folders (at least two)")
+    ens.add_argument("--out", required=True, help="folder to create: a run-like folder whose "
+                     "model/ is the ensemble")
+    ens.add_argument("--quiet", action="store_true", help="no progress bars")
+    ens.set_defaults(func=_cmd_ensemble)

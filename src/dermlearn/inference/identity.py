@@ -27,6 +27,9 @@ __all__ = ["SERVED_LEVELS", "available_levels", "feature_digest", "model_identit
 #: Config fields that change what the model computes (the rest is documentation).
 _OUTPUT_FIELDS = ("backbone", "classes", "preprocess", "temperature", "head", "metadata",
                   "ensemble")
+#: Output fields newer than the first models: part of the digest only when a model sets them,
+#: so older models keep their versions.
+_LATER_OUTPUT_FIELDS = ("ensemble_weights",)
 
 #: Config fields that change the features (what the OOD statistics depend on): not the
 #: temperature, which calibration may change after training.
@@ -40,8 +43,10 @@ def source_digest(directory: str | Path | None, config: Mapping[str, Any],
                   fields: tuple[str, ...] = _OUTPUT_FIELDS) -> str:
     """SHA-256 hex digest of a model's weights and output-relevant config ``fields``."""
     h = hashlib.sha256()
-    h.update(json.dumps({k: config.get(k) for k in fields}, sort_keys=True,
-                        default=str).encode())
+    described = {k: config.get(k) for k in fields}
+    if fields == _OUTPUT_FIELDS:
+        described.update({k: config[k] for k in _LATER_OUTPUT_FIELDS if config.get(k)})
+    h.update(json.dumps(described, sort_keys=True, default=str).encode())
     if directory is not None:
         directory = Path(directory)
         members = list(config.get("ensemble") or []) or ["."]

@@ -66,6 +66,7 @@ class EnsembleGraph(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(predictor.members)
         self.temperature = float(predictor.temperature)
+        self.weights = predictor.member_weights
 
     def forward(self, images: torch.Tensor, metadata: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,7 +78,8 @@ class EnsembleGraph(nn.Module):
                 feats = member.features(images)
             logits.append(member.classify(feats, metadata if member.metadata is not None
                                           else None))
-        return ensemble_probabilities(logits, self.temperature, dtype=torch.float32), features
+        return ensemble_probabilities(logits, self.temperature, dtype=torch.float32,
+                                      weights=self.weights), features
 
 
 def onnx_metadata(predictor: Predictor) -> dict[str, str]:

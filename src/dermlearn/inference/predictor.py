@@ -46,15 +46,19 @@ def model_directory(path: str | Path) -> Path:
 
 
 def ensemble_probabilities(logits: Sequence[torch.Tensor], temperature: float = 1.0,
-                           dtype: torch.dtype = torch.float64) -> torch.Tensor:
+                           dtype: torch.dtype = torch.float64,
+                           weights: Sequence[float] | None = None) -> torch.Tensor:
     """The mean over ``logits`` (one (N, C) tensor per member and view) of
-    ``softmax(logits / temperature)``, summed in ``dtype`` (float64 for reported
-    probabilities; float32 inside an exported graph or under autograd)."""
+    ``softmax(logits / temperature)`` -- weighted by ``weights`` (one per entry of ``logits``,
+    summing to 1) when given -- summed in ``dtype`` (float64 for reported probabilities;
+    float32 inside an exported graph or under autograd)."""
     total = None
-    for z in logits:
+    for i, z in enumerate(logits):
         p = torch.softmax(z.float() / temperature, dim=1).to(dtype)
+        if weights is not None:
+            p = p * float(weights[i])
         total = p if total is None else total + p
-    return total / len(logits)
+    return total if weights is not None else total / len(logits)
 
 
 class Predictor:
@@ -72,6 +76,10 @@ class Predictor:
         self.preprocess = PreprocessConfig.from_dict(config["preprocess"])
         self.transform = eval_transform(self.preprocess)
         self.temperature = float(config.get("temperature", 1.0))
+        #: Each member's share of the probabilities (None: equal shares), e.g. fitted by
+        #: ``dermlearn ensemble`` on a validation part.
+        self.member_weights = ([float(w) for w in config["ensemble_weights"]]
+                               if config.get("ensemble_weights") else None)
         meta = config.get("metadata")
         self.metadata_encoder = MetadataEncoder.from_dict(meta) if meta else None
         for m in self.members:
@@ -152,8 +160,10 @@ class Predictor:
                     logits.append(model.classify(
                         feats, metadata if model.metadata is not None else None))
         if "probabilities" in outputs:
+            weights = None if self.member_weights is None else \
+                [w / len(views) for _ in views for w in self.member_weights]
             result["probabilities"] = ensemble_probabilities(
-                logits, self.temperature).cpu().numpy()
+                logits, self.temperature, weights=weights).cpu().numpy()
         if embedding:
             same = len({f.shape[1] for f in embedding}) == 1
             result["embedding"] = (torch.stack(embedding).mean(0) if same

@@ -72,6 +72,8 @@ def _validation_folds(model_dir: Path, config: dict, folds: pd.Series) -> dict[i
     refit model."""
     if config.get("refit"):  # trained on every image of the run but its test part
         return {}
+    if config.get("ensemble_of_runs"):  # runs sharing one hold-out: all its members held it
+        return {int(config["fold"]): WHOLE_MODEL} if config.get("fold") is not None else {}
     members = list(config.get("ensemble") or [])
     if members:
         return {int(Path(name).name): i for i, name in enumerate(members)}
