@@ -268,14 +268,19 @@ def fit_fold(setup: RunSetup, fold: FoldData, progress: bool, recipe: Recipe | N
     weights = class_weights(train_targets, len(classes), recipe.class_weight_power) \
         if recipe.class_weights else None
     prior = data.sampler.class_prior(len(classes))
-    module = LesionModule(model, recipe, classes, weights, prior)
+    soft = None
+    if recipe.teacher:  # the rows of the training dataset, in its order
+        from dermlearn.training.distill import teacher_probabilities
+
+        soft = teacher_probabilities(setup, progress)[fold.train_rows]
+    module = LesionModule(model, recipe, classes, weights, prior, soft)
     best, is_zero = _fit_round(setup, fold, data, module, 1, recipe.epochs, None, progress)
     selected_epochs = _epochs_trained(best)
     if recipe.second_round_epochs:
         second = recipe.replace(lr=recipe.lr * recipe.second_round_lr_factor,
                                 epochs=recipe.second_round_epochs, warmup_epochs=0,
                                 class_weights_from_epoch=0)
-        module2 = LesionModule(model, second, classes, weights, prior)
+        module2 = LesionModule(model, second, classes, weights, prior, soft)
         best2, is_zero = _fit_round(setup, fold, data, module2, 2, second.epochs, best,
                                     progress)
         best = max([best, best2], key=lambda p: _score(p, recipe.select_metric))

@@ -49,9 +49,12 @@ class LesionModule(L.LightningModule):
 
     def __init__(self, model: LesionClassifier, recipe: Recipe, classes: list[str],
                  class_weights: np.ndarray | None = None,
-                 class_prior: np.ndarray | None = None):
+                 class_prior: np.ndarray | None = None,
+                 soft_targets: np.ndarray | None = None):
         """``class_weights`` (C,): the loss's class weights or None; ``class_prior`` (C,): the
-        epoch's label distribution, needed when the recipe's ``logit_adjustment`` is on."""
+        epoch's label distribution, needed when the recipe's ``logit_adjustment`` is on;
+        ``soft_targets`` (N, C): a teacher's probabilities for each row of the training
+        dataset (distillation, :mod:`dermlearn.training.distill`), or None."""
         super().__init__()
         self.model = model
         self.recipe = recipe
@@ -67,6 +70,9 @@ class LesionModule(L.LightningModule):
             prior = torch.as_tensor(np.asarray(class_prior, dtype=np.float64))
             offset = (recipe.logit_adjustment * torch.log(prior.clamp_min(1e-12))).float()
         self.register_buffer("logit_offset", offset, persistent=False)
+        self.register_buffer("soft_targets", None if soft_targets is None else
+                             torch.as_tensor(np.asarray(soft_targets), dtype=torch.float32),
+                             persistent=False)
         self.mixup = _mixup(recipe, len(classes))
         self._val_probs: list[torch.Tensor] = []
         self._val_targets: list[torch.Tensor] = []
@@ -141,6 +147,14 @@ class LesionModule(L.LightningModule):
             batch_loss = loss.detach()
         else:
             loss, batch_loss = self._distributed_loss(logits.float(), targets, world)
+        if self.soft_targets is not None:  # distillation: the teacher's share of the loss
+            from dermlearn.training.distill import distillation_loss
+
+            share = self.recipe.distill_weight
+            soft = distillation_loss(logits.float(), self.soft_targets[batch[3]],
+                                     self.recipe.distill_temperature)
+            loss = (1 - share) * loss + share * soft
+            batch_loss = (1 - share) * batch_loss + share * soft.detach()
         self.log("train_loss", batch_loss, prog_bar=True, on_step=True, on_epoch=True,
                  batch_size=len(targets))  # under DDP already the global batch's loss
         return {"loss": loss, "batch_loss": batch_loss}

@@ -22,9 +22,10 @@ __all__ = ["FLAG_FIELDS", "add_recipe_flags", "flag_name", "recipe_overrides"]
 FLAG_FIELDS = ("backbone", "weights", "mode", "unfreeze", "epochs", "batch_size", "lr", "folds",
                "refit", "val_fraction", "seed", "image_size", "color_constancy",
                "max_class_size", "num_workers", "metadata", "head", "precision", "sampler",
-               "class_cap", "early_stopping", "augment", "devices", "num_nodes", "strategy")
+               "class_cap", "early_stopping", "augment", "teacher", "devices", "num_nodes",
+               "strategy")
 #: Metavars where the field name is not the clearest one.
-METAVARS = {"color_constancy": "P", "early_stopping": "PATIENCE", "image_size": "N|HxW",
+METAVARS = {"teacher": "MODEL", "color_constancy": "P", "early_stopping": "PATIENCE", "image_size": "N|HxW",
             "weights": "WEIGHTS", "max_class_size": "N", "class_cap": "N", "folds": "K", "devices": "N",
             "num_nodes": "N", "num_workers": "N", "unfreeze": "N"}
 

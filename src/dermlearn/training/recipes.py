@@ -166,6 +166,14 @@ class Recipe(ValidatedModel):
                                "command line, see docs/scaling.md)")
     tta: int = Field(1, ge=1, description="features mode: test-time views averaged per image "
                      "(1-8)")
+    # knowledge distillation (Hinton et al. 2015)
+    teacher: str | None = Field(None, description="a model (or run) folder whose probabilities "
+                                "the network also learns from: soft targets on the training "
+                                "images, computed once per image over the test-time views")
+    distill_weight: float = Field(0.5, ge=0, le=1, description="with a teacher: the soft "
+                                  "targets' share of the loss (the labels' is 1 - it)")
+    distill_temperature: float = Field(2.0, gt=0, description="with a teacher: the temperature "
+                                       "both distributions are softened by")
     extra: dict[str, Any] = Field(default_factory=dict, description="free-form notes kept with "
                                   "the run")
 
@@ -194,6 +202,12 @@ class Recipe(ValidatedModel):
         if (self.mixup_alpha or self.cutmix_alpha) and self.metadata:
             raise problem("recipe fields mixup_alpha/cutmix_alpha and metadata: mixup/CutMix "
                           "mixes images but not their metadata; use them without metadata=true")
+        if self.teacher and (self.mixup_alpha or self.cutmix_alpha):
+            raise problem("recipe fields teacher and mixup_alpha/cutmix_alpha: a teacher's soft "
+                          "targets belong to unmixed images; distil without mixup/CutMix")
+        if self.teacher and self.mode == "features":
+            raise problem("recipe fields teacher and mode=features: distillation trains the "
+                          "network; use mode finetune, full or progressive")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -125,6 +125,14 @@ def plan_new_run(data: str | Path | Manifest | None, out: Path, *, recipe: str |
                        f"not a {type(splits).__name__}")
     recipe_obj = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
     recipe_obj = recipe_obj.replace(**(overrides or {}))
+    if recipe_obj.teacher:  # absolute, as the data: the run means the same teacher anywhere
+        from dermlearn.inference.predictor import model_directory
+
+        teacher = model_directory(Path(recipe_obj.teacher).expanduser().resolve())
+        if not (teacher / "config.json").is_file():
+            raise RunError(f"teacher {recipe_obj.teacher}: not a model or run folder (no "
+                           f"config.json)")
+        recipe_obj = recipe_obj.replace(teacher=str(teacher))
     if (out / RUN_FILE).exists() and env_rank(recipe_obj.devices) == 0:
         raise RunError(f"{out} already holds a run; use --resume {out} to continue it, or "
                        f"choose another --out")
