@@ -61,3 +61,26 @@ def test_runs_that_cannot_be_combined_are_refused(runs, tiny_data):
     with pytest.raises(DermlearnError, match="at least two runs"):
         ensemble_runs([runs / "a"], runs / "z")
     assert not (runs / "x").exists() and not (runs / "y").exists()
+
+
+def test_the_ensemble3_recipe_trains_three_backbones_on_one_split(tiny_data, tmp_path, capsys):
+    """``--recipe ensemble3``: Lite0, Lite1 and Lite2 as runs of their own on one split, then
+    one ensemble; the same command again continues (members already trained are kept)."""
+    out = tmp_path / "e3"
+    args = ["train", str(tiny_data), "--out", str(out), "--recipe", "ensemble3", "--epochs", "1",
+            "--image-size", "64", "--batch-size", "8", "--num-workers", "0", "--quiet"]
+    assert main(args) == 0
+    members = sorted(p.name for p in (out / "runs").iterdir())
+    assert members == ["lite0", "lite1", "lite2"]
+    backbones = [dermlearn.Predictor.load(out / "runs" / m).config["backbone"] for m in members]
+    assert backbones == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+    splits = [pd.read_csv(out / "runs" / m / "splits.csv") for m in members]
+    assert all(s.equals(splits[0]) for s in splits)
+    assert len(dermlearn.Predictor.load(out).members) == 3
+    assert main(args) == 2  # finished: a new --out is needed
+    assert "already holds a finished ensemble" in capsys.readouterr().err
+    # Stopped during the last member's finish and before the ensembling: run again.
+    (out / "metrics.json").unlink()
+    (out / "runs" / "lite2" / "metrics.json").unlink()
+    assert main(args) == 0 and (out / "metrics.json").is_file()
+    assert len(dermlearn.Predictor.load(out).members) == 3

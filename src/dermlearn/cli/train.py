@@ -40,12 +40,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.config and args.recipe != "default":
             raise DermlearnError("give the base recipe either as --recipe or as 'recipe: NAME' "
                                  f"in {args.config}, not both")
-        # Checked here, before the training stack is imported: a wrong value names its field.
-        recipe = load_recipe(args.config, **overrides) if args.config else \
-            get_recipe(args.recipe, **overrides)
+        from dermlearn.training.recipes import ENSEMBLE_RECIPES
+
+        if args.recipe in ENSEMBLE_RECIPES and not args.config:  # several networks
+            recipe = args.recipe  # with the flags as overrides of every member
+        else:
+            # Checked here, before the training stack is imported: a wrong value names its field.
+            recipe = load_recipe(args.config, **overrides) if args.config else \
+                get_recipe(args.recipe, **overrides)
+            overrides = None
         from dermlearn.training.run import train
 
-        metrics = train(args.data, args.out, recipe=recipe, splits=args.splits,
+        metrics = train(args.data, args.out, recipe=recipe, overrides=overrides,
+                        splits=args.splits,
                         device=args.device, progress=not args.quiet,
                         feature_cache=args.feature_cache, taxonomy=args.taxonomy)
         out = args.out
@@ -76,7 +83,8 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     train.add_argument("data", nargs="?", help=DATA_HELP)
     train.add_argument("--out", help="run directory to create")
     train.add_argument("--recipe", default="default",
-                       help="default | esteva2017 | benedetti2020 (see docs)")
+                       help="default | esteva2017 | benedetti2020 | ensemble3 (three networks "
+                       "ensembled; see docs)")
     train.add_argument("--config", help="YAML/JSON file of recipe fields (recipe: NAME as base)")
     train.add_argument("--set", action="append", metavar="FIELD=VALUE",
                        help="override any recipe field, e.g. --set label_smoothing=0")

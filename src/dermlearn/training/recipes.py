@@ -273,10 +273,27 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+#: Recipes that train several networks on one split and combine them into one model
+#: (``dermlearn ensemble``): name -> {member: the default recipe's fields it changes}.
+ENSEMBLE_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    # Issue 21: the three ImageNet backbones that install offline (EfficientNet-Lite0/1/2), each
+    # on the whole native 150x200 HAM10000 frame (one preprocessing, so they combine) for 4
+    # epochs (the tried whole-frame run peaked at epoch 4), to fit the three in about 2 h on
+    # 2 CPU cores.
+    "ensemble3": {f"lite{k}": {"name": f"ensemble3-lite{k}",
+                               "backbone": f"efficientnet_lite{k}", "image_size": [150, 200],
+                               "crop_pct": 1.0, "epochs": 4} for k in range(3)},
+}
+
+
 def get_recipe(name: str = "default", /, **overrides: Any) -> Recipe:
     """The named recipe with ``overrides`` (field name -> value, ``name`` included) applied."""
+    if name in ENSEMBLE_RECIPES:
+        raise RecipeError(f"recipe {name!r} trains {len(ENSEMBLE_RECIPES[name])} networks: give "
+                          f"it to train (dermlearn train DATA --recipe {name}), not get_recipe")
     if name not in RECIPES:
-        raise RecipeError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+        raise RecipeError(f"unknown recipe {name!r}; choose one of "
+                          f"{', '.join([*RECIPES, *ENSEMBLE_RECIPES])}")
     return _apply(RECIPES[name], overrides)
 
 

@@ -18,6 +18,7 @@ finish: ensemble, calibration, OOD screen, metrics (:mod:`.finish`).
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from dermlearn.training.finish import (
     read_fold_predictions,
     write_fold_predictions,
 )
-from dermlearn.training.recipes import Recipe
+from dermlearn.training.recipes import ENSEMBLE_RECIPES, Recipe
 from dermlearn.training.runs import (
     FoldData,
     RunError,
@@ -60,7 +61,10 @@ def train(data: str | Path | Manifest | None = None, out: str | Path = "runs/run
           taxonomy: str | Path | Taxonomy | None = None) -> dict:
     """Train (or, with ``resume=True``, continue training) a model; returns ``metrics.json``.
 
-    ``data``: a dataset path (or ``FORMAT:PATH``) or a loaded Manifest; ``splits``: a split
+    ``recipe`` may also name an ensemble recipe (``ensemble3``): each member is trained as a
+    run of its own in ``out/runs/NAME`` on one split, then :func:`~dermlearn.training.ensemble.
+    ensemble_runs` combines them into ``out`` (run the same call again to continue one that
+    stopped). ``data``: a dataset path (or ``FORMAT:PATH``) or a loaded Manifest; ``splits``: a split
     CSV or a DataFrame (:func:`~dermlearn.splits.make_splits`), default lesion-grouped
     automatic splits. ``recipe`` is a name from :data:`~dermlearn.training.recipes.RECIPES` or
     a Recipe; ``overrides`` replace recipe fields. ``taxonomy`` reads the labels (built-in
@@ -70,6 +74,13 @@ def train(data: str | Path | Manifest | None = None, out: str | Path = "runs/run
     out-of-fold predictions.
     """
     out = check_output_dir(Path(out))  # before any work: not a file, nor under one
+    if isinstance(recipe, str) and recipe in ENSEMBLE_RECIPES:
+        if resume:
+            raise RunError(f"{out}: an ensemble recipe resumes by running its train command "
+                           f"again (finished members are kept)")
+        return _train_ensemble_recipe(recipe, data, out, overrides=overrides, splits=splits,
+                                      device=device, progress=progress,
+                                      feature_cache=feature_cache, taxonomy=taxonomy)
     if resume:
         refuse_resume_options(out, [name for name, given in (
             ("data", data is not None), ("recipe", not (isinstance(recipe, str)
@@ -172,3 +183,29 @@ def _refit(setup: RunSetup, progress: bool) -> None:
     config["refit"] = {"epochs": epochs, "n_images": int(len(setup.usable)),
                        "selection": str(selection_dir(setup).relative_to(out))}
     save_model(model, model_dir, config)
+
+
+def _train_ensemble_recipe(name: str, data, out: Path, *, overrides: dict[str, Any] | None,
+                           splits, device: str, progress: bool, feature_cache,
+                           taxonomy) -> dict:
+    """Train each member of ensemble recipe ``name`` (``overrides`` applied to all) on one split
+    and combine them; members already finished are kept, a stopped one is resumed."""
+    from dermlearn.training.ensemble import ensemble_runs
+
+    if (out / "model").exists() and (out / "metrics.json").exists():
+        raise RunError(f"{out} already holds a finished ensemble; choose another --out")
+    runs = []
+    for member, fields in ENSEMBLE_RECIPES[name].items():
+        run = out / "runs" / member
+        if not (run / "metrics.json").exists():
+            if (run / "run.json").exists():
+                train(out=run, resume=True, progress=progress)
+            else:
+                train(data, run, overrides={**fields, **(overrides or {})}, splits=splits,
+                      device=device, progress=progress, feature_cache=feature_cache,
+                      taxonomy=taxonomy)
+        splits = splits if splits is not None else run / "splits.csv"  # one split for all
+        runs.append(run)
+    if (out / "model").exists():  # an ensembling that stopped: its copies are made again
+        shutil.rmtree(out / "model")
+    return ensemble_runs(runs, out, progress=progress)
