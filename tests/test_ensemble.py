@@ -40,6 +40,14 @@ def test_an_ensemble_of_runs_is_one_model(runs, tiny_data, capsys):
     np.testing.assert_allclose(ours.drop(columns="image").to_numpy(), mixed, atol=1e-6)
     onnx = dermlearn.predict(out, held, backend="onnx")
     np.testing.assert_allclose(onnx.drop(columns="image").to_numpy(), mixed, atol=1e-4)
+    # Explanations (saliency and Grad-CAM) explain the weighted ensemble's own probabilities.
+    from dermlearn.data.images import read_image
+    from dermlearn.explain import explain_images
+
+    image = read_image(held.table["path"].iloc[0])
+    for method in ("saliency", "gradcam"):
+        explained = explain_images(predictor, [image], method)[0]
+        np.testing.assert_allclose(explained.probs, mixed[0], atol=1e-5)
     # Evaluated on the runs' data, it scores only the images no member trained on.
     metrics = dermlearn.evaluate(out, tiny_data, runs / "ens-eval", explain=None, embed=False,
                                  n_boot=10, progress=False)

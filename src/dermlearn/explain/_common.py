@@ -61,16 +61,23 @@ def member_logits(member: nn.Module, images: torch.Tensor,
     return member(images)
 
 
-def mean_probs(logits: Sequence[torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
-    """The ensemble's probabilities (N, C), float32 and differentiable: the mean of the
-    members' softmax(logits / T) (:func:`~dermlearn.inference.predictor.ensemble_probabilities`)."""
-    return ensemble_probabilities(logits, temperature, dtype=torch.float32)
+def mean_probs(logits: Sequence[torch.Tensor], temperature: float = 1.0,
+               weights: Sequence[float] | None = None) -> torch.Tensor:
+    """The ensemble's probabilities (N, C), float32 and differentiable: the (``weights``-
+    weighted) mean of the members' softmax(logits / T)
+    (:func:`~dermlearn.inference.predictor.ensemble_probabilities`)."""
+    return ensemble_probabilities(logits, temperature, dtype=torch.float32, weights=weights)
 
 
-def log_mean_probs(logits: Sequence[torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
+def log_mean_probs(logits: Sequence[torch.Tensor], temperature: float = 1.0,
+                   weights: Sequence[float] | None = None) -> torch.Tensor:
     """log of :func:`mean_probs`, computed stably (log-sum-exp over members)."""
     logp = torch.stack([torch.log_softmax(z.float() / temperature, dim=1) for z in logits])
-    return torch.logsumexp(logp, dim=0) - float(np.log(len(logits)))
+    if weights is None:
+        return torch.logsumexp(logp, dim=0) - float(np.log(len(logits)))
+    log_w = torch.log(torch.as_tensor([float(w) for w in weights], dtype=logp.dtype,
+                                      device=logp.device)).reshape(-1, 1, 1)
+    return torch.logsumexp(logp + log_w, dim=0)
 
 
 def resolve_targets(target: Target, probs: torch.Tensor) -> torch.Tensor:

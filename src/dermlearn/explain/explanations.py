@@ -93,15 +93,18 @@ def network_maps(predictor: Predictor, batch: torch.Tensor, method: str = "salie
     if metadata is None:
         metadata = predictor.missing_metadata(len(batch))
     temperature = float(getattr(predictor, "temperature", 1.0))
+    weights = getattr(predictor, "member_weights", None)
     if method == "saliency":
         grad, probs, targets = input_gradients(predictor.members, batch, index, metadata,
-                                               temperature=temperature)
+                                               temperature=temperature,
+                                               weights=weights)
         std = torch.as_tensor(predictor.preprocess.std, dtype=grad.dtype, device=grad.device)
         raw = (grad / std.reshape(1, -1, 1, 1)).abs().sum(dim=1).float().cpu().numpy()
         maps = normalise_maps(raw)
     else:
         maps, probs, targets = class_activation(predictor.members, batch, index, metadata,
-                                                temperature=temperature)
+                                                temperature=temperature,
+                                                weights=weights)
     return maps, probs.double().cpu().numpy(), targets.cpu().numpy()
 
 

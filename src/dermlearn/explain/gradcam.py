@@ -54,8 +54,10 @@ def gradcam_map(model: nn.Module | Sequence[nn.Module], batch: torch.Tensor,
 def class_activation(model: nn.Module | Sequence[nn.Module], batch: torch.Tensor,
                      target: Target = None, metadata: torch.Tensor | None = None,
                      layer: nn.Module | str | None = None, *, temperature: float = 1.0,
+                     weights: Sequence[float] | None = None,
                      ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
-    """``(maps (N, H, W) in [0, 1], probs (N, C), targets (N,))``, see :func:`gradcam_map`."""
+    """``(maps (N, H, W) in [0, 1], probs (N, C), targets (N,))``, see :func:`gradcam_map`;
+    ``weights``: each member's share of an ensemble (its probabilities and its map)."""
     members = as_members(model)
     name = _layer_name(members, layer) if layer is not None else None
     size = tuple(batch.shape[-2:])
@@ -67,7 +69,7 @@ def class_activation(model: nn.Module | Sequence[nn.Module], batch: torch.Tensor
                          else _forward_hooked(member, name, x, metadata))
             fmaps.append(fmap)
             logits.append(out)
-        probs = mean_probs(logits, temperature)
+        probs = mean_probs(logits, temperature, weights)
         targets = resolve_targets(target, probs.detach())
         cams = []
         for member, fmap, out in zip(members, fmaps, logits):
@@ -78,7 +80,12 @@ def class_activation(model: nn.Module | Sequence[nn.Module], batch: torch.Tensor
             cam = torch.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True))
             cam = F.interpolate(cam.float(), size=size, mode="bilinear", align_corners=False)
             cams.append(_max_normalise(cam[:, 0]))
-    combined = _max_normalise(torch.stack(cams).mean(0)) if len(cams) > 1 else cams[0]
+    if len(cams) == 1:
+        combined = cams[0]
+    else:
+        share = (torch.full((len(cams),), 1 / len(cams)) if weights is None else
+                 torch.as_tensor([float(w) for w in weights])).to(cams[0]).reshape(-1, 1, 1, 1)
+        combined = _max_normalise((torch.stack(cams) * share).sum(0))
     return combined.cpu().numpy().astype(np.float32), probs.detach(), targets.detach()
 
 

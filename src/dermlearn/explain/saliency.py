@@ -33,11 +33,13 @@ __all__ = ["input_gradients", "saliency_map"]
 
 def input_gradients(model: nn.Module | Sequence[nn.Module], batch: torch.Tensor,
                     target: Target = None, metadata: torch.Tensor | None = None, *,
-                    temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    temperature: float = 1.0, weights: Sequence[float] | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(gradient (N, 3, H, W), probs (N, C), targets (N,))`` of ``L = -log p_target``.
 
     ``gradient`` is d L / d batch (per image: the batch loss is a sum of independent terms),
-    ``probs`` the (ensemble-mean, temperature-scaled) probabilities of the same forward pass.
+    ``probs`` the (ensemble-mean, temperature-scaled) probabilities of the same forward pass;
+    ``weights``: each member's share of an ensemble's probabilities (None: equal).
     Every module runs in eval mode and is left in the mode it was in; parameters need not
     require grad and receive no ``.grad``.
     """
@@ -45,7 +47,7 @@ def input_gradients(model: nn.Module | Sequence[nn.Module], batch: torch.Tensor,
     with explaining(members):
         x = input_leaf(batch, device_of(members[0]))
         logits = [member_logits(m, x, metadata) for m in members]
-        log_probs = log_mean_probs(logits, temperature)
+        log_probs = log_mean_probs(logits, temperature, weights)
         targets = resolve_targets(target, log_probs.detach())
         loss = -log_probs.gather(1, targets[:, None]).sum()
         (grad,) = torch.autograd.grad(loss, x)
