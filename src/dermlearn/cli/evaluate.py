@@ -73,8 +73,24 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from dermlearn.atomic import atomic_write_json, check_output_dir
+    from dermlearn.evaluation.compare import compare_evaluations, format_comparison
+
+    if args.out:
+        check_output_dir(args.out)
+    result = compare_evaluations(args.eval_a, args.eval_b, taxonomy=args.taxonomy,
+                                 n_boot=args.bootstrap, seed=args.seed)
+    print(format_comparison(result))
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(args.out) / "comparison.json", result)
+        print(f"\nwrote {_join(args.out, 'comparison.json')}")
+    return 0
+
+
 def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
-    """The ``evaluate``, ``explain`` and ``embed`` commands."""
+    """The ``evaluate``, ``compare``, ``explain`` and ``embed`` commands."""
     ev = commands.add_parser("evaluate", help="metrics, figures and report.html for a model "
                              "(or a predictions CSV) on a dataset")
     ev.add_argument("model", nargs="?", help="model directory (RUN/model or RUN)")
@@ -112,3 +128,14 @@ def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
     em.add_argument("--seed", type=int, default=0, help="t-SNE random state (default 0)")
     em.add_argument("--quiet", action="store_true", help="no progress bars")
     em.set_defaults(func=_cmd_embed)
+
+    cmp = commands.add_parser("compare", help="two evaluations of the same images, paired "
+                              "(differences with lesion-level bootstrap CIs and p-values)")
+    cmp.add_argument("eval_a", metavar="EVAL_A", help="a dermlearn evaluate output folder")
+    cmp.add_argument("eval_b", metavar="EVAL_B", help="another, of the same images")
+    cmp.add_argument("--out", help="folder for comparison.json (default: print only)")
+    cmp.add_argument("--taxonomy", default="dermatology", help=TAXONOMY_HELP)
+    cmp.add_argument("--bootstrap", type=int, default=2000,
+                     help="bootstrap resamples (default 2000)")
+    cmp.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    cmp.set_defaults(func=_cmd_compare)

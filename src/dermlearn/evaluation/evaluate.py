@@ -255,11 +255,14 @@ def write_outputs(out: str | Path, metrics: dict[str, Any], *, frame: pd.DataFra
                   manifest: Manifest, predictor: Any | None, summary: Mapping[str, Any],
                   explain: str | None = None, examples_per_class: int = 2, embed: bool = False,
                   seed: int = 0, progress: bool = False, report: bool = True) -> Path:
-    """``metrics.json``, ``predictions.csv``, PNG figures and (``report``) ``report.html``."""
+    """``metrics.json``, ``predictions.csv`` (ISIC format plus ``label`` and ``lesion_id``, for
+    ``dermlearn compare``), PNG figures and (``report``) ``report.html``."""
     from dermlearn.evaluation.report_builder import build_report
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if "lesion_id" in manifest.table and manifest.table["lesion_id"].notna().all():
+        frame = frame.assign(lesion_id=manifest.table["lesion_id"].astype(str).to_numpy())
     frame.to_csv(out / "predictions.csv", index=False, float_format="%.6f")
     figures = make_figures(out, metrics)
     if predictor is not None and embed and len(manifest) >= 5:

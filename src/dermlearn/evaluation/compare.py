@@ -1,0 +1,95 @@
+"""``dermlearn compare EVAL_A EVAL_B``: two evaluations of the same images, compared paired.
+
+Both folders are ``dermlearn evaluate`` outputs (``predictions.csv``: image, one column per
+class, ``label`` and, since this version, ``lesion_id``). For accuracy, balanced accuracy and
+the AUC of each binary task their classes reach (melanoma vs rest, malignant vs benign, by PA),
+the table gives A, B, the difference B - A with a percentile-bootstrap 95% interval and a
+two-sided p-value, resampling whole lesions (:mod:`dermlearn.evaluation.paired`).
+
+>>> table = compare_evaluations("eval/default", "eval/ensemble")
+>>> table["rows"]["balanced_accuracy"]["ci"]
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dermlearn.errors import DataError, TaxonomyError
+from dermlearn.evaluation.binary import BINARY_LEVELS
+from dermlearn.evaluation.evaluate import binary_scores
+from dermlearn.evaluation.paired import paired_comparison
+from dermlearn.taxonomy import Taxonomy, assign_classes, load_taxonomy
+
+__all__ = ["compare_evaluations", "format_comparison"]
+
+
+def _read(folder: Path) -> pd.DataFrame:
+    path = folder / "predictions.csv"
+    if not path.is_file():
+        raise DataError(f"{folder}: no predictions.csv (give folders written by dermlearn "
+                        f"evaluate)")
+    frame = pd.read_csv(path, dtype={"image": str, "label": str, "lesion_id": str})
+    if "label" not in frame:
+        raise DataError(f"{path}: no label column (written by dermlearn evaluate?)")
+    return frame.set_index("image")
+
+
+def compare_evaluations(eval_a: str | Path, eval_b: str | Path, *,
+                        taxonomy: str | Path | Taxonomy = "dermatology", n_boot: int = 2000,
+                        seed: int = 0) -> dict[str, Any]:
+    """``{"n", "lesions", "grouping", "rows": {metric: {a, b, diff, ci, p}}}`` for the images
+    both evaluations scored (which must be the same images with the same labels)."""
+    a, b = _read(Path(eval_a)), _read(Path(eval_b))
+    if set(a.index) != set(b.index):
+        only = sorted(set(a.index) ^ set(b.index))
+        raise DataError(f"{eval_a} and {eval_b} scored different images ({len(a)} and {len(b)};"
+                        f" e.g. {only[0]} is in one only): compare evaluations of the same "
+                        f"images (the same --part on the same data)")
+    b = b.loc[a.index]
+    if not (a["label"] == b["label"]).all():
+        raise DataError(f"{eval_a} and {eval_b} give the same images different labels")
+    meta = {"label", "lesion_id", "fold"}
+    classes_a = [c for c in a.columns if c not in meta]
+    classes_b = [c for c in b.columns if c not in meta]
+    if sorted(classes_a) != sorted(classes_b):
+        raise DataError(f"{eval_a} predicts {classes_a}, {eval_b} {classes_b}: compare models "
+                        f"of the same classes")
+    tree = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy)
+    labels = a["label"].tolist()
+    targets = np.array([classes_a.index(c) for c in assign_classes(tree, labels, classes_a)])
+    pa, pb = a[classes_a].to_numpy(float), b[classes_a].to_numpy(float)
+    grouped = "lesion_id" in a and a["lesion_id"].notna().all()
+    groups = a["lesion_id"].to_numpy() if grouped else None
+    rows = paired_comparison(targets, pa, pb, groups=groups, n_boot=n_boot, seed=seed)
+    for level in BINARY_LEVELS:
+        try:
+            y, sa = binary_scores(pa, labels, classes_a, tree, level)
+            _, sb = binary_scores(pb, labels, classes_a, tree, level)
+        except TaxonomyError:  # the classes do not reach this level
+            continue
+        if y.all() or not y.any():
+            continue
+        table = paired_comparison(targets, pa, pb, groups=groups, score_a=sa, score_b=sb,
+                                  is_positive=y, n_boot=n_boot, seed=seed)
+        rows[f"{level}_auc"] = table["auc"]
+    return {"a": str(eval_a), "b": str(eval_b), "n": int(len(a)),
+            "lesions": int(pd.Series(groups).nunique()) if grouped else None,
+            "grouping": "lesion" if grouped else "image", "n_boot": n_boot, "rows": rows}
+
+
+def format_comparison(result: dict[str, Any]) -> str:
+    """The comparison as a text table."""
+    unit = (f"{result['lesions']} lesions" if result["grouping"] == "lesion"
+            else "images (no lesion ids)")
+    lines = [f"A: {result['a']}", f"B: {result['b']}",
+             f"{result['n']} images; B - A, bootstrap over {unit}, {result['n_boot']} resamples",
+             f"{'metric':<26}{'A':>8}{'B':>8}{'B - A':>9}   95% CI             p"]
+    for name, row in result["rows"].items():
+        ci = "n/a" if row["ci"] is None else f"{row['ci'][0]:+.3f} to {row['ci'][1]:+.3f}"
+        p = "n/a" if row["p"] is None else ("< 0.001" if row["p"] < 0.001 else f"{row['p']:.3f}")
+        lines.append(f"{name:<26}{row['a']:>8.3f}{row['b']:>8.3f}{row['diff']:>+9.3f}   "
+                     f"{ci:<18} {p}")
+    return "\n".join(lines)
