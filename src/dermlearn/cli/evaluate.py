@@ -18,6 +18,10 @@ PART_HELP = ("images to score: auto (default) = every image the model never trai
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dermlearn.evaluation.evaluate import evaluate_model, evaluate_predictions_csv
 
+    locked = {"task": args.task, "threshold": args.threshold,
+              "threshold_from": args.threshold_from, "target": args.target,
+              "aggregate": args.aggregate, "aggregate_by": args.aggregate_by,
+              "subgroups": args.subgroup}
     if (args.model is None) == (args.predictions is None):
         raise DermlearnError("evaluate needs a MODEL or --predictions CSV (one of them)")
     if args.model is not None and args.taxonomy is not None:
@@ -26,14 +30,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.predictions:
         metrics = evaluate_predictions_csv(args.predictions, args.data, out=args.out,
                                            taxonomy=args.taxonomy, readers=args.readers,
-                                           n_boot=args.bootstrap, seed=args.seed)
+                                           n_boot=args.bootstrap, seed=args.seed, locked=locked)
     else:
         metrics = evaluate_model(args.model, args.data, args.out, part=args.part, tta=args.tta,
                                  readers=args.readers, n_boot=args.bootstrap, seed=args.seed,
                                  explain=None if args.explain == "none" else args.explain,
-                                 embed=not args.no_embed, progress=not args.quiet)
+                                 embed=not args.no_embed, progress=not args.quiet,
+                                 locked=locked)
     if args.model is not None:
         print(f"scored {metrics['source']['evaluated on']}")
+    if "locked" in metrics:
+        print(format_locked(metrics["locked"]))
     from dermlearn.evaluation.summary import format_metrics
 
     print(format_metrics(metrics))
@@ -73,6 +80,27 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_locked(locked: dict) -> str:
+    """The locked operating point's lines as evaluate prints them."""
+    def rate(name: str) -> str:
+        r = locked[name]
+        if r["value"] is None:
+            return f"{name} n/a"
+        return f"{name} {r['value']:.3f} ({r['ci'][0]:.3f}-{r['ci'][1]:.3f}, {r['k']}/{r['n']})"
+
+    lines = [f"{locked['task']} at threshold {locked['threshold']:.4f} ({locked['source']}), "
+             f"per {locked['unit']}, n={locked['n']}:",
+             "  " + "  ".join(rate(k) for k in ("sensitivity", "specificity", "ppv", "npv"))]
+    for column, groups in locked["subgroups"].items():
+        for group, g in groups.items():
+            flag = f"  [too small: {g['why']}]" if g["too_small"] else ""
+            sens, spec = g["sensitivity"]["value"], g["specificity"]["value"]
+            lines.append(f"  {column}={group}: n={g['n']} sensitivity "
+                         f"{'n/a' if sens is None else format(sens, '.3f')} specificity "
+                         f"{'n/a' if spec is None else format(spec, '.3f')}{flag}")
+    return "\n".join(lines)
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from dermlearn.atomic import atomic_write_json, check_output_dir
     from dermlearn.evaluation.compare import compare_evaluations, format_comparison
@@ -106,6 +134,25 @@ def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--explain", choices=["saliency", "gradcam", "none"], default="saliency")
     ev.add_argument("--no-embed", action="store_true", help="skip the t-SNE embedding")
     ev.add_argument("--seed", type=int, default=0)
+    locked = ev.add_argument_group(
+        "locked operating point", "a threshold fixed before the test and applied unchanged "
+        "(Esteva 2017, Haenssle 2018): sensitivity, specificity, PPV, NPV with Wilson 95% CIs")
+    locked.add_argument("--task", choices=["melanoma_vs_rest", "malignant_vs_benign"],
+                        default="melanoma_vs_rest", help="the binary task (default "
+                        "melanoma_vs_rest)")
+    locked.add_argument("--threshold", type=float, help="a fixed threshold on the task's "
+                        "probability")
+    locked.add_argument("--threshold-from", metavar="RUN_OR_CSV", help="choose the threshold "
+                        "on a run's validation predictions (or a predictions CSV with labels), "
+                        "never on the test's images")
+    locked.add_argument("--target", metavar="RATE=X", help="with --threshold-from: e.g. "
+                        "sensitivity=0.95 or specificity=0.9")
+    locked.add_argument("--aggregate", choices=["lesion", "patient"], help="decide per lesion "
+                        "(or patient): the max (or --aggregate-by mean) of its images' scores")
+    locked.add_argument("--aggregate-by", choices=["max", "mean"], default="max")
+    locked.add_argument("--subgroup", action="append", metavar="COL", default=[],
+                        help="figures at the locked threshold per value of this column "
+                        "(repeatable; e.g. sex, site/localization, label_source/dx_type)")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=_cmd_evaluate)
 

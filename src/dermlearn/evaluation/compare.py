@@ -19,7 +19,7 @@ import pandas as pd
 
 from dermlearn.errors import DataError, TaxonomyError
 from dermlearn.evaluation.binary import BINARY_LEVELS
-from dermlearn.evaluation.evaluate import binary_scores
+from dermlearn.evaluation.levels import binary_scores
 from dermlearn.evaluation.paired import paired_comparison
 from dermlearn.taxonomy import Taxonomy, assign_classes, load_taxonomy
 

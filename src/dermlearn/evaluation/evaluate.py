@@ -32,11 +32,12 @@ from dermlearn.evaluation.binary import (
     roc_summary,
 )
 from dermlearn.evaluation.calibration import expected_calibration_error, reliability_bins
-from dermlearn.evaluation.levels import POSITIVE_GROUP, level_metrics
+from dermlearn.evaluation.levels import binary_scores, level_metrics
+from dermlearn.evaluation.locked import locked_test, resolve_locked
 from dermlearn.evaluation.metrics import classification_metrics
 from dermlearn.evaluation.subgroups import subgroup_metrics
 from dermlearn.evaluation.tables import align_truth, read_predictions
-from dermlearn.taxonomy import Taxonomy, aggregate, assign_classes, level_labels
+from dermlearn.taxonomy import Taxonomy, assign_classes
 
 #: Readers whose CSV row names no task are drawn on this task's ROC.
 DEFAULT_READER_TASK = "malignant_vs_benign"
@@ -84,15 +85,6 @@ def evaluate_probabilities(probs: np.ndarray, labels: Sequence[str], classes: Se
     return metrics
 
 
-def binary_scores(probs: np.ndarray, labels: Sequence[str], classes: Sequence[str],
-                  taxonomy: Taxonomy, level: str) -> tuple[np.ndarray, np.ndarray]:
-    """(y (N,) bool, score (N,)) for a binary level: the positive group's summed probability."""
-    grouped, groups = aggregate(probs, classes, taxonomy, level)
-    positive = POSITIVE_GROUP[level]
-    truth = np.array(level_labels(labels, taxonomy, level)) == positive
-    return truth, grouped[:, groups.index(positive)]
-
-
 # -- inputs -----------------------------------------------------------------------------------
 def _metadata(manifest: Manifest) -> pd.DataFrame:
     return manifest.table[[c for c in ("sex", "age", "site") if c in manifest.table]]
@@ -135,11 +127,13 @@ def evaluate_predictions_csv(predictions: str | Path | pd.DataFrame, data: str |
                              *, out: str | Path | None = None,
                              taxonomy: str | Path | Taxonomy | None = None,
                              readers: str | Path | None = None, n_boot: int = 1000,
-                             seed: int = 0, report: bool = True) -> dict[str, Any]:
+                             seed: int = 0, report: bool = True,
+                             locked: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Metrics of an ISIC-format predictions CSV (``image`` + one column per class) against the
     truth: a dataset (its labels and metadata) or a ground-truth CSV (:func:`read_truth_csv`);
     with ``out``, also ``metrics.json``, figures and ``report.html``. ``taxonomy`` reads the
-    truth's labels (default ``"dermatology"``; a Manifest brings its own)."""
+    truth's labels (default ``"dermatology"``; a Manifest brings its own). ``locked``: the
+    locked-threshold test's options (see :func:`evaluate_model`)."""
     if out is not None:
         check_output_dir(out)
     if isinstance(data, Manifest):
@@ -153,10 +147,13 @@ def evaluate_predictions_csv(predictions: str | Path | pd.DataFrame, data: str |
     truth = manifest.table.set_index("image_id")["label"]
     y_labels, probs, ids = align_truth(frame, truth)
     sub = manifest.select(ids)
+    plan = resolve_locked(locked, manifest.taxonomy, sub)
     metrics = evaluate_probabilities(probs, y_labels, classes, manifest.taxonomy,
                                      metadata=_metadata(sub),
                                      readers=load_readers(readers) if readers else None,
                                      n_boot=n_boot, seed=seed)
+    if plan:
+        metrics["locked"] = locked_test(probs, y_labels, classes, manifest.taxonomy, sub, **plan)
     metrics["source"] = {"predictions": str(predictions) if not isinstance(
         predictions, pd.DataFrame) else "(frame)", "data": manifest.source}
     if out is not None:
@@ -169,8 +166,14 @@ def evaluate_model(model: str | Path, data: str | Path | Manifest, out: str | Pa
                    part: str = "auto", tta: int = 1, readers: str | Path | None = None,
                    n_boot: int = 1000, seed: int = 0, explain: str | None = "saliency",
                    examples_per_class: int = 2, embed: bool = True, batch_size: int = 32,
-                   num_workers: int = 2, progress: bool = True) -> dict[str, Any]:
+                   num_workers: int = 2, progress: bool = True,
+                   locked: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Predict ``data`` with ``model`` and write metrics, figures and ``report.html`` to ``out``.
+
+    ``locked``: a locked-threshold test (:mod:`dermlearn.evaluation.locked`), a mapping with
+    ``task`` (default ``melanoma_vs_rest``), ``threshold`` or ``threshold_from`` + ``target``
+    (e.g. ``"sensitivity=0.95"``), and optionally ``aggregate`` (``lesion``/``patient``),
+    ``aggregate_by`` (``max``/``mean``) and ``subgroups`` (column names).
 
     ``part`` chooses the images (:func:`~dermlearn.inference.unseen.unseen_images`): by
     default every image the model never trained on; the report says which."""
@@ -187,6 +190,7 @@ def evaluate_model(model: str | Path, data: str | Path | Manifest, out: str | Pa
     # Every label must name one training class before a minute of scoring (a coarser label
     # that spans several classes cannot be scored).
     assign_classes(predictor.taxonomy, sub.labels, predictor.classes)
+    plan = resolve_locked(locked, predictor.taxonomy, sub)  # a wrong option stops here
     probs = score_unseen(predictor, manifest, scope, tta=tta, batch_size=batch_size,
                          num_workers=num_workers, progress=progress)
     frame = pd.DataFrame(probs, columns=predictor.classes)
@@ -195,6 +199,9 @@ def evaluate_model(model: str | Path, data: str | Path | Manifest, out: str | Pa
                                      metadata=_metadata(sub),
                                      readers=load_readers(readers) if readers else None,
                                      n_boot=n_boot, seed=seed)
+    if plan:
+        metrics["locked"] = locked_test(probs, sub.labels, predictor.classes, predictor.taxonomy,
+                                        sub, **plan)
     if predictor.config.get("ensemble") and scope.part == "val":
         metrics["cv"] = fold_metrics(probs, sub.labels, predictor.classes, predictor.taxonomy,
                                      np.array(scope.fold))

@@ -41,3 +41,12 @@ def level_metrics(probs: np.ndarray, labels: Sequence[str], classes: Sequence[st
             metrics["positive"] = positive
         out[level] = metrics
     return out
+
+
+def binary_scores(probs: np.ndarray, labels: Sequence[str], classes: Sequence[str],
+                  taxonomy: Taxonomy, level: str) -> tuple[np.ndarray, np.ndarray]:
+    """(y (N,) bool, score (N,)) for a binary level: the positive group's summed probability."""
+    grouped, groups = aggregate(probs, classes, taxonomy, level)
+    positive = POSITIVE_GROUP[level]
+    truth = np.array(level_labels(labels, taxonomy, level)) == positive
+    return truth, grouped[:, groups.index(positive)]

@@ -102,6 +102,32 @@ def subgroups_table(subgroups: Mapping[str, Mapping[str, Mapping[str, Any]]]) ->
         if rows else ""
 
 
+def locked_html(locked: Mapping[str, Any] | None) -> str:
+    """The locked operating point: its source, the rates with Wilson CIs, and per subgroup."""
+    if not locked:
+        return ""
+
+    def rate(r: Mapping[str, Any]) -> str:
+        if r.get("value") is None:
+            return "–"
+        return f"{fmt(r['value'])} ({fmt(r['ci'])}; {r['k']}/{r['n']})"
+
+    head = (f"<p>{fmt(LEVEL_TITLES.get(locked['task'], locked['task']))}, threshold "
+            f"{locked['threshold']:.4f} on the probability, {fmt(locked['source'])}; decided per "
+            f"{fmt(locked['unit'])}; {locked['n']} cases, {locked['n_positive']} positive; ROC "
+            f"AUC {fmt(locked.get('auc'))}.</p>")
+    rows = [[name, rate(locked[name])] for name in ("sensitivity", "specificity", "ppv", "npv")]
+    groups = [[f"{column} = {group}", g["n"], g["n_positive"], rate(g["sensitivity"]),
+               rate(g["specificity"]), g.get("auc"), g["why"] or ""]
+              for column, values in locked.get("subgroups", {}).items()
+              for group, g in values.items()]
+    return (head + table(rows, ["at the locked threshold", "value (Wilson 95% CI; k/n)"])
+            + (("<p>Subgroups at the same threshold (flagged where too small to say "
+                "anything):</p>" + table(groups, ["subgroup", "n", "positive", "sensitivity",
+                                                  "specificity", "AUC", "too small"]))
+               if groups else ""))
+
+
 def focus_table(focus: Mapping[str, Any]) -> str:
     rows = [[label] + list(v.values()) for label, v in focus["per_class"].items()]
     header = ["class"] + list(next(iter(focus["per_class"].values())).keys()) if rows else []
@@ -124,6 +150,7 @@ def build_report(out: str | Path, metrics: Mapping[str, Any],
         ("Per class", per_class_table(metrics["per_class"], metrics.get("macro"))),
         ("Confusion matrices", figure_row(fig.get("confusion", []))),
         ("Taxonomy levels", levels_table(metrics.get("levels", {}))),
+        ("Locked operating point", locked_html(metrics.get("locked"))),
         ("ROC curves", figure_row(fig.get("roc", [])) + operating_points_table(
             metrics.get("levels", {})) + readers_html(metrics.get("levels", {}))),
         ("Calibration", figure_row(fig.get("calibration", [])) + (
