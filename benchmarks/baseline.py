@@ -97,7 +97,7 @@ def predict_plain(model, paths, size, workers):
 
 def compare(run: Path, baseline: pd.DataFrame, manifest, n_boot: int) -> dict:
     """The run's validation predictions and the baseline's on the same images, paired."""
-    from dermlearn.evaluation.evaluate import binary_scores
+    from dermlearn.evaluation.levels import binary_scores
     from dermlearn.evaluation.paired import paired_comparison
     from dermlearn.taxonomy import assign_classes
 

@@ -14,8 +14,14 @@ from sklearn.metrics import roc_curve
 import dermlearn
 from dermlearn.cli import main
 from dermlearn.data.synthetic import make_synthetic_dataset
-from dermlearn.evaluation.operating_point import (aggregate_cases, parse_target, rates_at,
-                                                  subgroups_at, threshold_for, wilson)
+from dermlearn.evaluation.operating_point import (
+    aggregate_cases,
+    parse_target,
+    rates_at,
+    subgroups_at,
+    threshold_for,
+    wilson,
+)
 
 
 def _data(seed=0, n=300):
