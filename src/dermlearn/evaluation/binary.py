@@ -84,6 +84,29 @@ def bootstrap_auc_ci(y: np.ndarray, score: np.ndarray, n_boot: int = 1000, alpha
     return float(low), float(high)
 
 
+def bootstrap_roc_band(y: np.ndarray, score: np.ndarray, n_boot: int = 1000,
+                       alpha: float = 0.05, seed: int = 0, points: int = 101) -> dict | None:
+    """A pointwise percentile-bootstrap band of the ROC curve: for ``points`` false-positive
+    rates in [0, 1], the ``alpha / 2`` and ``1 - alpha / 2`` quantiles of the resampled curves'
+    sensitivity there (vertical averaging). Cases are resampled as in :func:`bootstrap_auc_ci`;
+    None without resamples holding both classes."""
+    y, score = _binary(y, score)
+    rng = np.random.default_rng(seed)
+    grid = np.linspace(0.0, 1.0, points)
+    curves = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), size=len(y))
+        if y[idx].all() or not y[idx].any():
+            continue
+        fpr, tpr, _ = roc_curve(y[idx], score[idx])
+        curves.append(np.interp(grid, fpr, tpr))
+    if not curves:
+        return None
+    low, high = np.quantile(np.stack(curves), [alpha / 2, 1 - alpha / 2], axis=0)
+    return {"fpr": grid.tolist(), "low": low.tolist(), "high": high.tolist(),
+            "level": 1 - alpha, "n_boot": len(curves)}
+
+
 def sensitivity_at_specificity(y: np.ndarray, score: np.ndarray, specificity: float
                                ) -> tuple[float, float]:
     """``(sensitivity, threshold)``: the highest sensitivity among thresholds whose specificity
@@ -111,7 +134,9 @@ def binary_report(y: np.ndarray, score: np.ndarray, *, n_boot: int = 1000, alpha
 
     Keys: ``n``, ``n_positive``, ``auc``, ``auc_ci`` ([low, high], :func:`bootstrap_auc_ci`),
     ``alpha``, ``n_boot``, ``auc_sens_80``, ``roc`` (``fpr``, ``tpr``, ``threshold`` lists,
-    thinned to at most ``max_roc_points`` keeping both ends; the ``inf`` threshold is ``None``)
+    thinned to at most ``max_roc_points`` keeping both ends; the ``inf`` threshold is ``None``;
+    ``band``: :func:`bootstrap_roc_band`), ``at_half``: sensitivity and specificity at
+    threshold 0.5 (the probability a binary decision takes by default)
     and ``operating_points``: one dict per target, ``fixed`` (``'specificity'`` or
     ``'sensitivity'``), ``at`` (the target), the achieved ``sensitivity`` and ``specificity``
     and the ``threshold`` (score >= threshold is positive), specificities first.
@@ -128,13 +153,18 @@ def binary_report(y: np.ndarray, score: np.ndarray, *, n_boot: int = 1000, alpha
         points.append({"fixed": "sensitivity", "at": float(target),
                        "sensitivity": _sensitivity(y, score, thr), "specificity": spec,
                        "threshold": _finite(thr)})
+    roc = roc_summary(y, score, max_roc_points)
+    roc["band"] = bootstrap_roc_band(y, score, n_boot=n_boot, alpha=alpha, seed=seed) \
+        if n_boot else None
     return {
         "n": int(len(y)), "n_positive": int(y.sum()),
         "auc": float(roc_auc_score(y, score)), "auc_ci": [low, high],
         "alpha": float(alpha), "n_boot": int(n_boot),
         "auc_sens_80": auc_above_sensitivity(y, score, 0.8),
-        "roc": roc_summary(y, score, max_roc_points),
+        "roc": roc,
         "operating_points": points,
+        "at_half": {"threshold": 0.5, "sensitivity": _sensitivity(y, score, 0.5),
+                    "specificity": _specificity(y, score, 0.5)},
     }
 
 

@@ -22,7 +22,6 @@ import pandas as pd
 
 from dermlearn.atomic import atomic_write_json, check_output_dir
 from dermlearn.data import Manifest, load
-from dermlearn.evaluation import plots
 from dermlearn.evaluation.binary import (
     BINARY_LEVELS,
     binary_report,
@@ -32,6 +31,7 @@ from dermlearn.evaluation.binary import (
     roc_summary,
 )
 from dermlearn.evaluation.calibration import expected_calibration_error, reliability_bins
+from dermlearn.evaluation.figures import explanation_figures, make_figures
 from dermlearn.evaluation.levels import binary_scores, level_metrics
 from dermlearn.evaluation.locked import locked_test, resolve_locked
 from dermlearn.evaluation.metrics import classification_metrics
@@ -202,6 +202,7 @@ def evaluate_model(model: str | Path, data: str | Path | Manifest, out: str | Pa
     if plan:
         metrics["locked"] = locked_test(probs, sub.labels, predictor.classes, predictor.taxonomy,
                                         sub, **plan)
+    metrics["calibration"].update(temperature_provenance(predictor, sub.image_ids))
     if predictor.config.get("ensemble") and scope.part == "val":
         metrics["cv"] = fold_metrics(probs, sub.labels, predictor.classes, predictor.taxonomy,
                                      np.array(scope.fold))
@@ -230,6 +231,20 @@ def fold_metrics(probs: np.ndarray, labels: Sequence[str], classes: Sequence[str
         for level in BINARY_LEVELS:
             values.setdefault(f"{level}_auc", []).append(m["levels"].get(level, {}).get("auc"))
     return {k: fold_summary(v) for k, v in values.items()}
+
+
+def temperature_provenance(predictor: Any, image_ids: Sequence[str]) -> dict[str, Any]:
+    """The model's temperature and how many of the evaluated images it was fitted on (the run's
+    validation predictions): an ECE measured on those images is optimistic."""
+    temperature = float(getattr(predictor, "temperature", 1.0))
+    fitted = set()
+    directory = getattr(predictor, "directory", None)
+    if directory is not None and temperature != 1.0:
+        path = Path(directory).parent / "val_predictions.csv"
+        if path.is_file():
+            fitted = set(pd.read_csv(path, usecols=["image"], dtype={"image": str})["image"])
+    return {"temperature": temperature,
+            "temperature_fitted_on_these": int(len(fitted & set(map(str, image_ids))))}
 
 
 def run_summary(model_dir: Path, config: Mapping[str, Any], manifest: Manifest,
@@ -286,80 +301,3 @@ def write_outputs(out: str | Path, metrics: dict[str, Any], *, frame: pd.DataFra
     if report:
         build_report(out, metrics, figures, summary)
     return out / "metrics.json"
-
-
-def make_figures(out: Path, metrics: Mapping[str, Any]) -> dict[str, list[tuple[Path, str]]]:
-    """Confusion matrices, ROC curves (per class, per binary task) and the reliability diagram."""
-    fig_dir = out / "figures"
-    labels = list(metrics["per_class"])
-    counts = np.asarray(metrics["confusion_matrix"]["matrix"])
-    if not counts[:, -1].any():  # no tied maxima: drop the 'undecided' column
-        counts = counts[:, :-1]
-    figures: dict[str, list[tuple[Path, str]]] = {"confusion": [
-        (plots.save_figure(plots.confusion_figure(counts, labels), fig_dir / "confusion.png"),
-         "confusion matrix, counts"),
-        (plots.save_figure(plots.confusion_figure(counts, labels, normalise=True),
-                           fig_dir / "confusion_normalised.png"),
-         "confusion matrix, row-normalised (recall on the diagonal)")]}
-    curves = [{"name": c, **v["roc"], "auc": v["auc"]}
-              for c, v in metrics["per_class"].items() if v.get("roc") and v.get("auc")]
-    figures["roc"] = []
-    if curves:
-        figures["roc"].append((plots.save_figure(
-            plots.roc_figure(curves, title="ROC per class (one vs rest)"),
-            fig_dir / "roc_per_class.png"), "ROC per class, one vs rest"))
-    for level, m in metrics["levels"].items():
-        if "roc" in m:
-            fig = plots.roc_figure([{"name": m.get("positive", level), **m["roc"],
-                                     "auc": m["auc"], "auc_ci": m.get("auc_ci")}],
-                                   readers=m.get("readers", {}).get("points"),
-                                   title=level.replace("_", " "))
-            figures["roc"].append((plots.save_figure(fig, fig_dir / f"roc_{level}.png"),
-                                   f"{level}: ROC with bootstrap 95% CI"))
-    bins = metrics["calibration"]["bins"]
-    figures["calibration"] = [(plots.save_figure(
-        plots.reliability_figure(bins, metrics["ece"]), fig_dir / "reliability.png"),
-        "reliability diagram (top-class confidence)")]
-    return figures
-
-
-def explanation_figures(out: Path, predictor: Any, manifest: Manifest, frame: pd.DataFrame,
-                        method: str, per_class: int, metrics: dict[str, Any]
-                        ) -> dict[str, list[tuple[Path, str]]]:
-    """Saliency examples per class, right and wrong, and (with lesion masks) focus scores."""
-    from dermlearn.data.images import read_image
-    from dermlearn.explain import explain_images, overlay
-
-    classes = predictor.classes
-    probs = frame[classes].to_numpy()
-    targets = np.array([classes.index(c) for c in
-                        assign_classes(predictor.taxonomy, manifest.labels, classes)])
-    predicted = probs.argmax(axis=1)
-    rng = np.random.default_rng(0)
-    panels = []
-    for c, name in enumerate(classes):
-        for correct in (True, False):
-            rows = np.flatnonzero((targets == c) & ((predicted == c) == correct))
-            for i in rng.permutation(rows)[:per_class]:
-                image = read_image(manifest.table["path"].iloc[i])
-                exp = explain_images(predictor, [image], method)[0]
-                panels.append({"image": overlay(image, exp.heatmap),
-                               "caption": f"true {name}\npred {classes[predicted[i]]} "
-                                          f"({probs[i, predicted[i]]:.2f}) "
-                                          f"{'right' if correct else 'WRONG'}"})
-    figures: dict[str, list[tuple[Path, str]]] = {}
-    if panels:
-        fig = plots.example_grid_figure(panels, columns=per_class * 2,
-                                        title=f"{method} maps: per class, right then wrong")
-        figures["explain"] = [(plots.save_figure(fig, out / "figures" / f"{method}_grid.png"),
-                               f"{method} examples per class (rows), right then wrong")]
-    if "mask_path" in manifest.table and manifest.table["mask_path"].notna().any():
-        from dermlearn.explain import lesion_focus_scores, summarise_focus
-
-        masked = manifest.subset(np.flatnonzero(manifest.table["mask_path"].notna().to_numpy()))
-        scores = lesion_focus_scores(predictor, masked, method=method, limit_per_class=10)
-        scores.to_csv(out / "lesion_focus.csv", index=False)
-        summary = summarise_focus(scores)
-        metrics["lesion_focus"] = {"method": method,
-                                   "per_class": json.loads(summary.to_json(orient="index"))}
-    return figures

@@ -57,12 +57,15 @@ def confusion_figure(counts: np.ndarray, labels: Sequence[str], *, normalise: bo
 
 
 def roc_figure(curves: Sequence[Mapping], *, readers: Sequence[Mapping] | None = None,
-               title: str = "ROC") -> Figure:
+               points: Sequence[Mapping] | None = None, title: str = "ROC") -> Figure:
     """ROC curves (sensitivity vs 1 - specificity).
 
     ``curves``: dicts with ``name``, ``fpr``, ``tpr``, ``auc`` and optionally ``auc_ci`` (low,
-    high). ``readers``: dicts with ``name``, ``sensitivity``, ``specificity`` and optionally
-    ``below_curve``; drawn as points (red when below the curve), as in Esteva et al.'s Fig. 3.
+    high) and ``band`` (:func:`~dermlearn.evaluation.binary.bootstrap_roc_band`, drawn shaded).
+    ``points``: the model's operating points, dicts with ``name``, ``sensitivity``,
+    ``specificity`` (marked on the curve). ``readers``: dicts with ``name``, ``sensitivity``,
+    ``specificity`` and optionally ``below_curve``; drawn as points (red when below the curve),
+    as in Esteva et al.'s Fig. 3.
     """
     fig, ax = plt.subplots(figsize=(5.2, 5))
     ax.plot([0, 1], [0, 1], color="0.75", lw=1, ls="--")
@@ -71,7 +74,15 @@ def roc_figure(curves: Sequence[Mapping], *, readers: Sequence[Mapping] | None =
         ci = curve.get("auc_ci")
         if ci and None not in ci:
             label += f", 95% CI {ci[0]:.3f}-{ci[1]:.3f}"
-        ax.plot(curve["fpr"], curve["tpr"], lw=1.6, label=label + ")")
+        line, = ax.plot(curve["fpr"], curve["tpr"], lw=1.6, label=label + ")")
+        band = curve.get("band")
+        if band:
+            ax.fill_between(band["fpr"], band["low"], band["high"], color=line.get_color(),
+                            alpha=0.18, lw=0, label=f"{band['level']:.0%} bootstrap band")
+    markers = iter(("o", "s", "D", "^", "v", "P"))
+    for point in points or ():
+        ax.scatter([1 - point["specificity"]], [point["sensitivity"]], s=36,
+                   marker=next(markers, "o"), color="black", zorder=4, label=point["name"])
     if readers:
         below = [r for r in readers if r.get("below_curve")]
         above = [r for r in readers if not r.get("below_curve")]
@@ -128,13 +139,14 @@ def example_grid_figure(panels: Sequence[Mapping], *, columns: int = 4,
                         title: str | None = None) -> Figure:
     """A grid of image panels (``image``: PIL image or (H, W, 3) array, ``caption``: str)."""
     rows = max(1, int(np.ceil(len(panels) / columns)))
-    fig, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.5 * rows), squeeze=False)
+    # 3.4 x 3.9 in per panel at 150 dpi: captions readable at the report's full width
+    fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 3.9 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, panel in zip(axes.ravel(), panels):
         ax.imshow(np.asarray(panel["image"]))
-        ax.set_title(panel["caption"], fontsize=7)
+        ax.set_title(panel["caption"], fontsize=10)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=13)
     fig.tight_layout()
     return fig

@@ -25,6 +25,7 @@ th,td{border-bottom:1px solid #e3e7ec;padding:4px 10px;text-align:right}
 th:first-child,td:first-child{text-align:left}th{background:#eef1f5}
 .kv td{text-align:left}.figs{display:flex;flex-wrap:wrap;gap:12px}
 figure{margin:0}figure img{max-width:520px;width:100%;border:1px solid #e3e7ec}
+figure.wide{width:100%}figure.wide img{max-width:100%}
 figcaption{font-size:.85em;color:#555}.note{color:#555;font-size:.9em}
 .warn{background:#fff4e5;border-left:4px solid #f0a030;padding:6px 10px}
 """
@@ -56,17 +57,19 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None,
     return "".join(out)
 
 
-def embed_png(path: str | Path, caption: str = "") -> str:
-    """A ``<figure>`` holding ``path`` as a base64 data URI."""
+def embed_png(path: str | Path, caption: str = "", *, wide: bool = False) -> str:
+    """A ``<figure>`` holding ``path`` as a base64 data URI (``wide``: the page's full width)."""
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-    return (f'<figure><img alt="{html.escape(caption or Path(path).stem)}" '
+    opening = '<figure class="wide">' if wide else "<figure>"
+    return (f'{opening}<img alt="{html.escape(caption or Path(path).stem)}" '
             f'src="data:image/png;base64,{data}">{cap}</figure>')
 
 
-def figures(paths: Sequence[tuple[str | Path, str]]) -> str:
-    """A row of embedded figures from (path, caption) pairs; missing files are skipped."""
-    items = [embed_png(p, c) for p, c in paths if p and Path(p).is_file()]
+def figures(paths: Sequence[tuple[str | Path, str]], *, wide: bool = False) -> str:
+    """A row of embedded figures from (path, caption) pairs (``wide``: each at the page's full
+    width); missing files are skipped."""
+    items = [embed_png(p, c, wide=wide) for p, c in paths if p and Path(p).is_file()]
     return f'<div class="figs">{"".join(items)}</div>' if items else ""
 
 

@@ -128,6 +128,24 @@ def locked_html(locked: Mapping[str, Any] | None) -> str:
                if groups else ""))
 
 
+def calibration_note(metrics: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
+    """The ECE and where the temperature was fitted, with a warning when it was fitted on the
+    images it is measured on."""
+    calibration = metrics.get("calibration", {})
+    n, fitted = metrics.get("n"), calibration.get("temperature_fitted_on_these")
+    text = (f"<p>Expected calibration error {fmt(metrics.get('ece'))}; temperature "
+            f"{fmt(calibration.get('temperature', summary.get('temperature')))} (fitted on the "
+            f"training run's validation predictions; 1 or – means none).</p>")
+    if fitted:
+        text += (f"<p class='warn'>The temperature was fitted on {fitted} of these {n} images "
+                 f"(the run's validation part), so this ECE is measured on images it was fitted "
+                 f"on and is optimistic; evaluate images it never saw (another dataset, or "
+                 f"--part test) for an unbiased figure.</p>")
+    elif fitted == 0 and calibration.get("temperature", 1.0) != 1.0:
+        text += "<p class='note'>None of these images took part in fitting the temperature.</p>"
+    return text
+
+
 def focus_table(focus: Mapping[str, Any]) -> str:
     rows = [[label] + list(v.values()) for label, v in focus["per_class"].items()]
     header = ["class"] + list(next(iter(focus["per_class"].values())).keys()) if rows else []
@@ -153,12 +171,10 @@ def build_report(out: str | Path, metrics: Mapping[str, Any],
         ("Locked operating point", locked_html(metrics.get("locked"))),
         ("ROC curves", figure_row(fig.get("roc", [])) + operating_points_table(
             metrics.get("levels", {})) + readers_html(metrics.get("levels", {}))),
-        ("Calibration", figure_row(fig.get("calibration", [])) + (
-            f"<p>Expected calibration error {fmt(metrics.get('ece'))}; temperature "
-            f"{fmt(summary.get('temperature'))} (fitted on the training run's validation "
-            f"predictions; 1 or – means none).</p>")),
+        ("Calibration", figure_row(fig.get("calibration", [])) + calibration_note(
+            metrics, summary)),
         ("Embedding (t-SNE)", figure_row(fig.get("tsne", []))),
-        ("Explanations", figure_row(fig.get("explain", [])) + (
+        ("Explanations", figure_row(fig.get("explain", []), wide=True) + (
             focus_table(metrics["lesion_focus"]) if metrics.get("lesion_focus") else "")),
         ("Subgroups", subgroups_table(metrics.get("subgroups", {}))),
     ]

@@ -152,7 +152,10 @@ def _calibrate(model_dir: Path, frame: pd.DataFrame, classes: list[str],
     update_config(model_dir, temperature=temperature)
     return {**result, "temperature": temperature,
             "ece_calibrated": expected_calibration_error(
-                targets, apply_temperature(probs, temperature))}
+                targets, apply_temperature(probs, temperature)),
+            "note": "ece_calibrated is measured on the validation predictions the temperature "
+                    "was fitted on, so it is optimistic; evaluate other images for an "
+                    "unbiased ECE"}
 
 
 def _fit_ood(model_dir: Path, manifest: Manifest, rows: np.ndarray, recipe: Recipe,
