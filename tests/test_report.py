@@ -65,3 +65,30 @@ def test_the_ece_says_when_the_temperature_was_fitted_on_these_images(report):
     assert n == metrics["n"] > 0  # the run's own validation images, the temperature's
     html = (report / "report.html").read_text()
     assert f"fitted on {n} of these {n} images" in html and "optimistic" in html
+
+
+def test_case_review_lists_every_image_the_worst_errors_first(report):
+    from dermlearn.evaluation.cases import case_table
+    from dermlearn.taxonomy import load_taxonomy
+
+    cases = pd.read_csv(report / "cases.csv")
+    predictions = pd.read_csv(report / "predictions.csv")
+    assert sorted(cases["image"]) == sorted(predictions["image"])
+    kinds = cases["kind"].tolist()
+    order = ["missed malignant", "false malignant", "wrong class", "right"]
+    assert [order.index(k) for k in kinds] == sorted(order.index(k) for k in kinds)
+    missed = cases[cases["kind"] == "missed malignant"]["p_malignant"].to_numpy()
+    assert (np.diff(missed) >= 0).all()  # the most confidently missed first
+    row = cases.iloc[0]
+    line = predictions.iloc[row["predictions_row"] - 2]
+    assert line["image"] == row["image"]
+    html = (report / "report.html").read_text()
+    assert "Case review" in html and "cases.csv" in html
+    # A handmade case: a melanoma called a nevus comes first, a nevus called melanoma next.
+    tree = load_taxonomy("dermatology")
+    probs = np.array([[0.7, 0.3], [0.2, 0.8], [0.9, 0.1], [0.4, 0.6]])
+    table = case_table(["a", "b", "c", "d"], ["nv", "nv", "mel", "mel"], probs, ["nv", "mel"],
+                       tree)
+    assert table["image"].tolist() == ["c", "b", "a", "d"]
+    assert table["kind"].tolist() == ["missed malignant", "false malignant", "right", "right"]
+    assert table["missed_melanoma"].tolist() == [True, False, False, False]

@@ -31,7 +31,13 @@ from dermlearn.evaluation.binary import (
     roc_summary,
 )
 from dermlearn.evaluation.calibration import expected_calibration_error, reliability_bins
-from dermlearn.evaluation.figures import explanation_figures, make_figures
+from dermlearn.evaluation.cases import case_table
+from dermlearn.evaluation.figures import (
+    case_figures,
+    case_summary,
+    explanation_figures,
+    make_figures,
+)
 from dermlearn.evaluation.levels import binary_scores, level_metrics
 from dermlearn.evaluation.locked import locked_test, resolve_locked
 from dermlearn.evaluation.metrics import classification_metrics
@@ -278,7 +284,8 @@ def write_outputs(out: str | Path, metrics: dict[str, Any], *, frame: pd.DataFra
                   explain: str | None = None, examples_per_class: int = 2, embed: bool = False,
                   seed: int = 0, progress: bool = False, report: bool = True) -> Path:
     """``metrics.json``, ``predictions.csv`` (ISIC format plus ``label`` and ``lesion_id``, for
-    ``dermlearn compare``), PNG figures and (``report``) ``report.html``."""
+    ``dermlearn compare``), ``cases.csv`` (every image, the worst errors first), PNG figures
+    and (``report``) ``report.html``."""
     from dermlearn.evaluation.report_builder import build_report
 
     out = Path(out)
@@ -287,6 +294,12 @@ def write_outputs(out: str | Path, metrics: dict[str, Any], *, frame: pd.DataFra
         frame = frame.assign(lesion_id=manifest.table["lesion_id"].astype(str).to_numpy())
     frame.to_csv(out / "predictions.csv", index=False, float_format="%.6f")
     figures = make_figures(out, metrics)
+    classes = [c for c in frame.columns if c not in ("image", "label", "lesion_id")]
+    cases = case_table(frame["image"], frame["label"], frame[classes].to_numpy(float), classes,
+                       manifest.taxonomy, frame.get("lesion_id"))
+    cases.to_csv(out / "cases.csv", index=False, float_format="%.6f")
+    metrics["cases"] = case_summary(cases)
+    figures["cases"] = case_figures(out, cases, manifest, predictor, explain)
     if predictor is not None and embed and len(manifest) >= 5:
         from dermlearn.explain import embed as embed_images
 

@@ -14,7 +14,7 @@ from dermlearn.data import Manifest
 from dermlearn.evaluation import plots
 from dermlearn.taxonomy import assign_classes
 
-__all__ = ["explanation_figures", "make_figures", "model_points"]
+__all__ = ["case_figures", "case_summary", "explanation_figures", "make_figures", "model_points"]
 
 
 def make_figures(out: Path, metrics: Mapping[str, Any]) -> dict[str, list[tuple[Path, str]]]:
@@ -122,3 +122,45 @@ def explanation_figures(out: Path, predictor: Any, manifest: Manifest, frame: pd
         metrics["lesion_focus"] = {"method": method,
                                    "per_class": json.loads(summary.to_json(orient="index"))}
     return figures
+
+
+def case_summary(cases: pd.DataFrame) -> dict[str, Any]:
+    """Counts of each kind of case, and the worst errors' rows (for the report and
+    metrics.json)."""
+    from dermlearn.evaluation.cases import KINDS, REVIEWED
+
+    errors = cases[cases["kind"] != "right"].head(REVIEWED)
+    columns = ["rank", "image", "truth", "predicted", "p_predicted", "p_malignant", "p_melanoma",
+               "kind", "predictions_row"]
+    return {"counts": {k: int((cases["kind"] == k).sum()) for k in KINDS},
+            "missed_melanoma": int(cases["missed_melanoma"].sum()),
+            "worst": json.loads(errors[columns].to_json(orient="records"))}
+
+
+def case_figures(out: Path, cases: pd.DataFrame, manifest: Manifest, predictor: Any | None,
+                 method: str | None) -> list[tuple[Path, str]]:
+    """The worst errors' photographs (with the model's heatmap when a model and a method are
+    given), each captioned with its rank, id, truth, prediction and malignancy probability."""
+    from dermlearn.data.images import read_image
+    from dermlearn.evaluation.cases import REVIEWED
+
+    worst = cases[cases["kind"] != "right"].head(REVIEWED)
+    if worst.empty or "path" not in manifest.table or manifest.table["path"].isna().any():
+        return []
+    paths = manifest.table.set_index("image_id")["path"]
+    panels = []
+    for row in worst.itertuples(index=False):
+        image = read_image(paths.loc[row.image])
+        if predictor is not None and method:
+            from dermlearn.explain import explain_images, overlay
+
+            image = overlay(image, explain_images(predictor, [image], method)[0].heatmap)
+        risk = "" if np.isnan(row.p_malignant) else f"\nP(malignant) {row.p_malignant:.2f}"
+        panels.append({"image": image, "caption": f"#{row.rank} {row.image} ({row.kind})\n"
+                                                  f"true {row.truth}\npred {row.predicted} "
+                                                  f"({row.p_predicted:.2f}){risk}"})
+    fig = plots.example_grid_figure(panels, columns=4, title="the worst errors first")
+    shown = "photographs with the model's " + method + " map" if predictor is not None and \
+        method else "photographs"
+    return [(plots.save_figure(fig, out / "figures" / "cases.png"),
+             f"case review: the {len(panels)} worst errors ({shown}); every image in cases.csv")]

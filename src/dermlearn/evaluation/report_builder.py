@@ -128,6 +128,21 @@ def locked_html(locked: Mapping[str, Any] | None) -> str:
                if groups else ""))
 
 
+def cases_html(cases: Mapping[str, Any] | None) -> str:
+    """The worst errors as a table, with the counts of each kind of case."""
+    if not cases:
+        return ""
+    counts = ", ".join(f"{n} {kind}" for kind, n in cases["counts"].items())
+    rows = [[c["rank"], c["image"], c["truth"], c["predicted"], c["p_predicted"],
+             c.get("p_malignant"), c["kind"], c["predictions_row"]] for c in cases["worst"]]
+    return (f"<p>{counts}; {cases['missed_melanoma']} missed melanoma(s). Every image is in "
+            f"<code>cases.csv</code>, the worst errors first (missed malignancies by their "
+            f"malignancy probability, then confident false positives); "
+            f"<code>line</code> is its line in <code>predictions.csv</code>.</p>"
+            + table(rows, ["rank", "image", "truth", "predicted", "p", "P(malignant)", "kind",
+                           "line"]))
+
+
 def calibration_note(metrics: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
     """The ECE and where the temperature was fitted, with a warning when it was fitted on the
     images it is measured on."""
@@ -177,6 +192,8 @@ def build_report(out: str | Path, metrics: Mapping[str, Any],
         ("Explanations", figure_row(fig.get("explain", []), wide=True) + (
             focus_table(metrics["lesion_focus"]) if metrics.get("lesion_focus") else "")),
         ("Subgroups", subgroups_table(metrics.get("subgroups", {}))),
+        ("Case review", figure_row(fig.get("cases", []), wide=True)
+         + cases_html(metrics.get("cases"))),
     ]
     return render_report(out / "report.html", "dermlearn evaluation report", sections,
                          subtitle=f"{summary.get('evaluated on', '')}")
