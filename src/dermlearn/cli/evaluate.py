@@ -101,6 +101,15 @@ def format_locked(locked: dict) -> str:
     return "\n".join(lines)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from dermlearn.evaluation.model_report import TO_COMPLETE, write_model_report
+
+    markdown, page = write_model_report(args.model, args.out, args.evaluation)
+    left = markdown.read_text().count(TO_COMPLETE)
+    print(f"wrote {markdown} and {page}: {left} item(s) marked to complete by hand")
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from dermlearn.atomic import atomic_write_json, check_output_dir
     from dermlearn.evaluation.compare import compare_evaluations, format_comparison
@@ -118,7 +127,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
-    """The ``evaluate``, ``compare``, ``explain`` and ``embed`` commands."""
+    """The ``evaluate``, ``explain``, ``embed``, ``compare`` and ``report`` commands."""
     ev = commands.add_parser("evaluate", help="metrics, figures and report.html for a model "
                              "(or a predictions CSV) on a dataset")
     ev.add_argument("model", nargs="?", help="model directory (RUN/model or RUN)")
@@ -186,3 +195,13 @@ def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
                      help="bootstrap resamples (default 2000)")
     cmp.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     cmp.set_defaults(func=_cmd_compare)
+
+    rep = commands.add_parser("report", help="a model report (TRIPOD+AI / CLAIM items, Markdown "
+                              "and HTML) from the model's files and an evaluation")
+    rep.add_argument("model", help="model directory (RUN/model or RUN)")
+    rep.add_argument("--eval", dest="evaluation", metavar="EVAL_DIR",
+                     help="a dermlearn evaluate output folder (its figures on held-out images)")
+    rep.add_argument("--out", default="model-report.md",
+                     help="the Markdown file to write; the HTML goes beside it (default "
+                     "model-report.md)")
+    rep.set_defaults(func=_cmd_report)
