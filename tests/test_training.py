@@ -521,3 +521,32 @@ def test_refit_trains_the_final_model_on_every_training_image(tiny_data, tmp_pat
         unseen_images(run / "model", load(tiny_data))
     table = predict(run, tiny_data)
     assert len(table) == n_all and (run / "model" / "ood.json").is_file()
+
+
+def test_a_features_mode_fold_ensemble_stores_its_frozen_backbone_once(tiny_data, tmp_path):
+    """Issue 22: the members of a features-mode fold ensemble share one frozen backbone, which
+    is saved once (model/shared.safetensors); they load and predict as before."""
+    from dermlearn.models.lesion_classifier import SHARED_FILE, load_model, read_config
+
+    run = tmp_path / "feat"
+    train(tiny_data, run, overrides={**TINY, "mode": "features", "folds": 3}, progress=False)
+    model = run / "model"
+    members = read_config(model)["ensemble"]
+    assert (model / SHARED_FILE).is_file()
+    sizes = [(model / m / "model.safetensors").stat().st_size for m in members]
+    assert max(sizes) < (model / SHARED_FILE).stat().st_size / 50  # a head, not a backbone
+    loaded = [load_model(model / m)[0] for m in members]
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        features = [m.features(x) for m in loaded]
+        assert all(torch.equal(features[0], f) for f in features[1:])
+    # Out-of-fold images scored again by their member give the run's validation predictions.
+    from dermlearn.evaluation.evaluate import evaluate_model
+
+    evaluate_model(run, tiny_data, tmp_path / "ev", explain=None, embed=False, n_boot=10,
+                   progress=False)
+    val = pd.read_csv(run / "val_predictions.csv").set_index("image")
+    again = pd.read_csv(tmp_path / "ev" / "predictions.csv").set_index("image").loc[val.index]
+    classes = read_config(model)["classes"]
+    expected = apply_temperature(val[classes].to_numpy(), read_config(model)["temperature"])
+    np.testing.assert_allclose(again[classes].to_numpy(), expected, atol=1e-5)

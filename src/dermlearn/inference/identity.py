@@ -50,14 +50,25 @@ def source_digest(directory: str | Path | None, config: Mapping[str, Any],
     if directory is not None:
         directory = Path(directory)
         members = list(config.get("ensemble") or []) or ["."]
+        shared: set[Path] = set()
         for member in members:
-            path = directory / member / WEIGHTS_FILE
             h.update(member.encode())
-            if path.is_file():
-                with open(path, "rb") as f:
-                    for chunk in iter(lambda: f.read(1 << 20), b""):
-                        h.update(chunk)
+            _hash_file(h, directory / member / WEIGHTS_FILE)
+            member_config = directory / member / "config.json"
+            if member != "." and member_config.is_file():  # tensors stored once for all members
+                name = json.loads(member_config.read_text()).get("shared_weights")
+                if name:
+                    shared.add((directory / member / name).resolve())
+        for path in sorted(shared):
+            _hash_file(h, path)
     return h.hexdigest()
+
+
+def _hash_file(h, path: Path) -> None:
+    if path.is_file():
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
 
 
 def feature_digest(directory: str | Path | None, config: Mapping[str, Any]) -> str:

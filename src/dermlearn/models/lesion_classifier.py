@@ -146,6 +146,37 @@ def save_model(model: LesionClassifier, directory: str | Path, config: Mapping[s
     return directory
 
 
+#: The file beside an ensemble's members that holds the tensors they all share.
+SHARED_FILE = "shared.safetensors"
+
+
+def share_common_weights(model_dir: str | Path, members: Sequence[str]) -> int:
+    """Store the tensors that every member of the ensemble in ``model_dir`` holds identically
+    (e.g. the frozen backbone of a features-mode fold ensemble) once, in
+    ``model_dir/shared.safetensors``, each member keeping only its own; returns the bytes saved.
+    Idempotent; every file is rewritten atomically and the members load as before."""
+    model_dir = Path(model_dir)
+    states = [dict(load_model(model_dir / m)[0].state_dict()) for m in members]
+    common = [k for k in states[0]
+              if all(k in s and s[k].shape == states[0][k].shape and torch.equal(s[k],
+                                                                                states[0][k])
+                     for s in states[1:])]
+    if len(members) < 2 or not common:
+        return 0
+    shared = {k: states[0][k].detach().contiguous().cpu() for k in common}
+    atomic_write(model_dir / SHARED_FILE, lambda p: save_file(shared, str(p)))
+    saved = 0
+    for member, state in zip(members, states):
+        own = {k: v.detach().contiguous().cpu() for k, v in state.items() if k not in shared}
+        directory = model_dir / member
+        before = (directory / WEIGHTS_FILE).stat().st_size
+        atomic_write(directory / WEIGHTS_FILE, lambda p, own=own: save_file(own, str(p)))
+        relative = Path(*[".."] * len(Path(member).parts)) / SHARED_FILE
+        update_config(directory, shared_weights=str(relative))
+        saved += before - (directory / WEIGHTS_FILE).stat().st_size
+    return saved - (model_dir / SHARED_FILE).stat().st_size
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
@@ -196,10 +227,17 @@ def load_model(directory: str | Path) -> tuple[LesionClassifier, dict[str, Any]]
     if not weights.is_file():
         raise ModelError(f"{directory}: no {WEIGHTS_FILE}")
     model = build_model(config)
-    try:
-        state = load_file(str(weights))
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise ModelError(f"{weights}: unreadable weights ({exc})") from None
+    state = {}
+    files = [weights]
+    if config.get("shared_weights"):  # tensors several ensemble members share, stored once
+        files.insert(0, (directory / config["shared_weights"]).resolve())
+    for path in files:
+        if not path.is_file():
+            raise ModelError(f"{directory}: no {path.name} (named by {CONFIG_FILE})")
+        try:
+            state.update(load_file(str(path)))
+        except Exception as exc:  # safetensors raises its own error types for corrupt files
+            raise ModelError(f"{path}: unreadable weights ({exc})") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ModelError(f"{weights}: weights do not fit the architecture in {CONFIG_FILE} "

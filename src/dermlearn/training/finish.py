@@ -19,7 +19,7 @@ from dermlearn.evaluation.calibration import (
 )
 from dermlearn.evaluation.levels import level_metrics
 from dermlearn.evaluation.metrics import classification_metrics
-from dermlearn.models.lesion_classifier import read_config, update_config
+from dermlearn.models.lesion_classifier import read_config, share_common_weights, update_config
 from dermlearn.taxonomy import assign_classes
 from dermlearn.training.fit import training_data
 from dermlearn.training.recipes import Recipe
@@ -130,6 +130,8 @@ def _write_ensemble(model_dir: Path, folds: list[FoldData], manifest: Manifest) 
         np.unique(np.concatenate([f.val_rows for f in folds])))
     config["training_data"]["validation"] = "out-of-fold"
     atomic_write_json(model_dir / "config.json", config)
+    if config.get("recipe", {}).get("mode") == "features":  # one frozen backbone for all folds
+        share_common_weights(model_dir, config["ensemble"])
 
 
 def _calibrate(model_dir: Path, frame: pd.DataFrame, classes: list[str],
