@@ -13,6 +13,7 @@ import dermlearn
 from dermlearn.cli import main
 from dermlearn.errors import DermlearnError
 from dermlearn.evaluation.compare import compare_evaluations
+from dermlearn.evaluation.model_report import model_report
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +64,23 @@ def test_compare_refuses_evaluations_of_other_images(evaluations, tmp_path):
     changed.to_csv(other / "predictions.csv", index=False)
     with pytest.raises(DermlearnError, match="different labels"):
         compare_evaluations(evaluations / "a", other)
+
+
+def test_the_comparison_is_a_section_of_the_model_report(evaluations, tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["compare", str(evaluations / "a"), str(evaluations / "b"), "--out", str(out),
+                 "--bootstrap", "50"]) == 0
+    result = json.loads((out / "comparison.json").read_text())
+    table = (out / "comparison.md").read_text()
+    accuracy = result["rows"]["accuracy"]
+    assert (f"| accuracy | {accuracy['a']:.3f} | {accuracy['b']:.3f} | "
+            f"{accuracy['diff']:+.3f} |") in table
+    report = tmp_path / "model-report.md"
+    assert main(["report", str(evaluations / "run"), "--eval", str(evaluations / "b"),
+                 "--compare", str(out), "--out", str(report)]) == 0
+    text = report.read_text()
+    assert "## Comparison with another model" in text and table.strip() in text
+    page = report.with_suffix(".html").read_text()
+    assert page.count("<tr>") == len(result["rows"]) + 1 and "<code>" in page
+    with pytest.raises(DermlearnError, match="no comparison.json"):
+        model_report(evaluations / "run", comparison=tmp_path)

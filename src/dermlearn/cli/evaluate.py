@@ -104,15 +104,20 @@ def format_locked(locked: dict) -> str:
 def _cmd_report(args: argparse.Namespace) -> int:
     from dermlearn.evaluation.model_report import TO_COMPLETE, write_model_report
 
-    markdown, page = write_model_report(args.model, args.out, args.evaluation)
+    markdown, page = write_model_report(args.model, args.out, args.evaluation,
+                                        comparison=args.compare)
     left = markdown.read_text().count(TO_COMPLETE)
     print(f"wrote {markdown} and {page}: {left} item(s) marked to complete by hand")
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from dermlearn.atomic import atomic_write_json, check_output_dir
-    from dermlearn.evaluation.compare import compare_evaluations, format_comparison
+    from dermlearn.atomic import atomic_write, atomic_write_json, check_output_dir
+    from dermlearn.evaluation.compare import (
+        compare_evaluations,
+        comparison_markdown,
+        format_comparison,
+    )
 
     if args.out:
         check_output_dir(args.out)
@@ -122,7 +127,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         atomic_write_json(Path(args.out) / "comparison.json", result)
-        print(f"\nwrote {_join(args.out, 'comparison.json')}")
+        table = comparison_markdown(result) + "\n"
+        atomic_write(Path(args.out) / "comparison.md",
+                     lambda tmp: Path(tmp).write_text(table, encoding="utf-8"))
+        print(f"\nwrote {_join(args.out, 'comparison.json')} and comparison.md (for the "
+              f"report: dermlearn report MODEL --eval EVAL_B --compare {args.out})")
     return 0
 
 
@@ -189,7 +198,8 @@ def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
                               "(differences with lesion-level bootstrap CIs and p-values)")
     cmp.add_argument("eval_a", metavar="EVAL_A", help="a dermlearn evaluate output folder")
     cmp.add_argument("eval_b", metavar="EVAL_B", help="another, of the same images")
-    cmp.add_argument("--out", help="folder for comparison.json (default: print only)")
+    cmp.add_argument("--out", help="folder for comparison.json and comparison.md (default: "
+                     "print only)")
     cmp.add_argument("--taxonomy", default="dermatology", help=TAXONOMY_HELP)
     cmp.add_argument("--bootstrap", type=int, default=2000,
                      help="bootstrap resamples (default 2000)")
@@ -201,6 +211,8 @@ def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
     rep.add_argument("model", help="model directory (RUN/model or RUN)")
     rep.add_argument("--eval", dest="evaluation", metavar="EVAL_DIR",
                      help="a dermlearn evaluate output folder (its figures on held-out images)")
+    rep.add_argument("--compare", metavar="COMPARE_DIR", help="a dermlearn compare --out "
+                     "folder: its paired table becomes the report's comparison section")
     rep.add_argument("--out", default="model-report.md",
                      help="the Markdown file to write; the HTML goes beside it (default "
                      "model-report.md)")

@@ -11,6 +11,7 @@ two-sided p-value, resampling whole lesions (:mod:`dermlearn.evaluation.paired`)
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from dermlearn.evaluation.levels import binary_scores
 from dermlearn.evaluation.paired import paired_comparison
 from dermlearn.taxonomy import Taxonomy, assign_classes, load_taxonomy
 
-__all__ = ["compare_evaluations", "format_comparison"]
+__all__ = ["compare_evaluations", "comparison_markdown", "format_comparison", "read_comparison"]
 
 
 def _read(folder: Path) -> pd.DataFrame:
@@ -80,16 +81,49 @@ def compare_evaluations(eval_a: str | Path, eval_b: str | Path, *,
             "grouping": "lesion" if grouped else "image", "n_boot": n_boot, "rows": rows}
 
 
-def format_comparison(result: dict[str, Any]) -> str:
-    """The comparison as a text table."""
+def _cells(row: dict[str, Any]) -> tuple[str, str]:
+    ci = "n/a" if row["ci"] is None else f"{row['ci'][0]:+.3f} to {row['ci'][1]:+.3f}"
+    p = "n/a" if row["p"] is None else ("< 0.001" if row["p"] < 0.001 else f"{row['p']:.3f}")
+    return ci, p
+
+
+def _unit(result: dict[str, Any]) -> str:
     unit = (f"{result['lesions']} lesions" if result["grouping"] == "lesion"
             else "images (no lesion ids)")
-    lines = [f"A: {result['a']}", f"B: {result['b']}",
-             f"{result['n']} images; B - A, bootstrap over {unit}, {result['n_boot']} resamples",
+    return f"{result['n']} images; B - A, bootstrap over {unit}, {result['n_boot']} resamples"
+
+
+def format_comparison(result: dict[str, Any]) -> str:
+    """The comparison as a text table."""
+    lines = [f"A: {result['a']}", f"B: {result['b']}", _unit(result),
              f"{'metric':<26}{'A':>8}{'B':>8}{'B - A':>9}   95% CI             p"]
     for name, row in result["rows"].items():
-        ci = "n/a" if row["ci"] is None else f"{row['ci'][0]:+.3f} to {row['ci'][1]:+.3f}"
-        p = "n/a" if row["p"] is None else ("< 0.001" if row["p"] < 0.001 else f"{row['p']:.3f}")
+        ci, p = _cells(row)
         lines.append(f"{name:<26}{row['a']:>8.3f}{row['b']:>8.3f}{row['diff']:>+9.3f}   "
                      f"{ci:<18} {p}")
     return "\n".join(lines)
+
+
+def comparison_markdown(result: dict[str, Any]) -> str:
+    """The comparison as a Markdown table with a line saying what was resampled (the
+    report's comparison section and ``comparison.md``)."""
+    lines = [f"A: `{result['a']}`; B: `{result['b']}`; {_unit(result)}.", "",
+             "| metric | A | B | B - A | 95% CI | p |", "|---|---|---|---|---|---|"]
+    for name, row in result["rows"].items():
+        ci, p = _cells(row)
+        lines.append(f"| {name.replace('_', ' ')} | {row['a']:.3f} | {row['b']:.3f} | "
+                     f"{row['diff']:+.3f} | {ci} | {p} |")
+    return "\n".join(lines)
+
+
+def read_comparison(path: str | Path) -> dict[str, Any]:
+    """A comparison written by ``dermlearn compare --out`` (its folder or comparison.json)."""
+    path = Path(path)
+    file = path / "comparison.json" if path.is_dir() else path
+    if not file.is_file():
+        raise DataError(f"{path}: no comparison.json (give the --out folder of dermlearn "
+                        f"compare)")
+    result = json.loads(file.read_text(encoding="utf-8"))
+    if not isinstance(result, dict) or "rows" not in result:
+        raise DataError(f"{file}: not a comparison written by dermlearn compare")
+    return result

@@ -161,8 +161,10 @@ def _items(facts: Mapping[str, Any], evaluation: Mapping[str, Any] | None
     return rows
 
 
-def model_report(model: str | Path, evaluation: str | Path | None = None) -> str:
-    """The report as Markdown (``evaluation``: a ``dermlearn evaluate`` output folder)."""
+def model_report(model: str | Path, evaluation: str | Path | None = None, *,
+                 comparison: str | Path | None = None) -> str:
+    """The report as Markdown (``evaluation``: a ``dermlearn evaluate`` output folder;
+    ``comparison``: a ``dermlearn compare --out`` folder, added as a section)."""
     facts = model_facts(model)
     metrics = None
     if evaluation is not None:
@@ -183,14 +185,21 @@ def model_report(model: str | Path, evaluation: str | Path | None = None) -> str
             lines += (["", f"## {heading}", ""] if section else [f"## {heading}", ""])
             section = heading
         lines.append(f"- **{item}**: {text}")
+    if comparison is not None:
+        from dermlearn.evaluation.compare import comparison_markdown, read_comparison
+
+        lines += ["", "## Comparison with another model (TRIPOD+AI 23, CLAIM 37)", "",
+                  "Both models scored the same images; differences are paired.", "",
+                  comparison_markdown(read_comparison(comparison))]
     return "\n".join(lines) + "\n"
 
 
 def write_model_report(model: str | Path, out: str | Path,
-                       evaluation: str | Path | None = None) -> tuple[Path, Path]:
+                       evaluation: str | Path | None = None, *,
+                       comparison: str | Path | None = None) -> tuple[Path, Path]:
     """Write the report to ``out`` (Markdown) and ``out`` with ``.html``; returns both paths."""
     out = check_output_file(out)
-    text = model_report(model, evaluation)
+    text = model_report(model, evaluation, comparison=comparison)
     page = _html(text)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
@@ -200,15 +209,26 @@ def write_model_report(model: str | Path, out: str | Path,
 
 
 def _html(markdown: str) -> str:
-    """The report's Markdown (headings, bullets, bold) as a small self-contained page."""
-    from dermlearn.evaluation.report import CSS
+    """The report's Markdown (headings, bullets, bold, code, tables) as a small self-contained
+    page."""
+    from dermlearn.evaluation.report import CSS, table
 
     body = []
     in_list = False
+    rows: list[list[str]] = []
     for line in markdown.splitlines():
+        if line.startswith("|"):
+            if not line.startswith("|---"):
+                rows.append([cell.strip() for cell in line.strip("|").split("|")])
+            continue
+        if rows:
+            body.append(table(rows[1:], header=rows[0]))
+            rows = []
         escaped = html.escape(line)
         while "**" in escaped:
             escaped = escaped.replace("**", "<b>", 1).replace("**", "</b>", 1)
+        while escaped.count("`") >= 2:
+            escaped = escaped.replace("`", "<code>", 1).replace("`", "</code>", 1)
         if line.startswith("- "):
             if not in_list:
                 body.append("<ul>")
@@ -226,6 +246,8 @@ def _html(markdown: str) -> str:
             body.append(f"<p>{escaped}</p>")
     if in_list:
         body.append("</ul>")
+    if rows:
+        body.append(table(rows[1:], header=rows[0]))
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Model report'
             f'</title><style>{CSS}</style></head><body><main>{"".join(body)}</main></body>'
             f'</html>')
