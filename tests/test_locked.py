@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_curve
+from sklearn.metrics import roc_auc_score, roc_curve
 
 import dermlearn
 from dermlearn.cli import main
@@ -70,6 +70,23 @@ def test_lesions_decide_by_their_worst_image_and_small_groups_are_flagged():
     groups = subgroups_at(y, score, 0.5, pd.Series(["x", "x", "x", None, "x"]))
     assert set(groups) == {"x", "unknown"} and groups["x"]["too_small"]
     assert "n 4 < 30" in groups["x"]["why"]
+
+
+def test_each_subgroup_auc_has_a_bootstrap_interval_over_its_own_cases():
+    y, score = _data(2)
+    column = pd.Series(np.where(np.arange(len(y)) % 3 == 0, "a", "b"))
+    groups = subgroups_at(y, score, 0.5, column, n_boot=200, seed=4)
+    for name, g in groups.items():
+        rows = (column == name).to_numpy()
+        rng = np.random.default_rng(4)  # the same resamples, scored by scikit-learn
+        idx = rng.integers(0, rows.sum(), size=(200, rows.sum()))
+        yy, ss = y[rows], score[rows]
+        ref = [roc_auc_score(yy[i], ss[i]) for i in idx if 0 < yy[i].sum() < len(i)]
+        assert g["auc"] == pytest.approx(roc_auc_score(yy, ss))
+        assert g["auc_ci"] == pytest.approx(list(np.quantile(ref, [0.025, 0.975])), abs=1e-12)
+        assert g["auc_ci"][0] <= g["auc"] <= g["auc_ci"][1]
+    one_class = rates_at(np.zeros(5, bool), np.linspace(0, 1, 5), 0.5)
+    assert one_class["auc"] is None and one_class["auc_ci"] is None
 
 
 @pytest.fixture(scope="module")

@@ -36,10 +36,14 @@ def test_the_report_fills_what_the_files_say_and_marks_the_rest(run, capsys):
     splits = pd.read_csv(run / "run" / "splits.csv")
     assert f"{len(splits)} images, {splits['lesion_id'].nunique()} lesions" in text
     metrics = json.loads((run / "ev" / "metrics.json").read_text())
-    assert f"threshold {metrics['locked']['threshold']:.4f}" in text and "sex: " in text
+    assert f"threshold {metrics['locked']['threshold']:.4f}" in text
+    for group, m in metrics["locked"]["subgroups"]["sex"].items():  # a table row per group
+        assert f"| sex = {group} | {m['n']} | {m['n_positive']} |" in text
     assert "Failure analysis" in text and "every case in cases.csv" in text
     assert text.count(TO_COMPLETE) >= 5  # dates, ethics, funding... are the authors' to give
-    assert (run / "model-report.html").read_text().count("<li>") == text.count("\n- ")
+    page = (run / "model-report.html").read_text()
+    assert page.count("<li>") == text.count("\n- ")
+    assert page.count("<tr>") == len(metrics["locked"]["subgroups"]["sex"]) + 1
 
 
 def test_the_model_card_reads_the_same_facts(run):

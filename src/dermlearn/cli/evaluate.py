@@ -97,7 +97,8 @@ def format_locked(locked: dict) -> str:
             sens, spec = g["sensitivity"]["value"], g["specificity"]["value"]
             lines.append(f"  {column}={group}: n={g['n']} sensitivity "
                          f"{'n/a' if sens is None else format(sens, '.3f')} specificity "
-                         f"{'n/a' if spec is None else format(spec, '.3f')}{flag}")
+                         f"{'n/a' if spec is None else format(spec, '.3f')} AUC "
+                         f"{'n/a' if g.get('auc') is None else format(g['auc'], '.3f')}{flag}")
     return "\n".join(lines)
 
 

@@ -159,7 +159,8 @@ def evaluate_predictions_csv(predictions: str | Path | pd.DataFrame, data: str |
                                      readers=load_readers(readers) if readers else None,
                                      n_boot=n_boot, seed=seed)
     if plan:
-        metrics["locked"] = locked_test(probs, y_labels, classes, manifest.taxonomy, sub, **plan)
+        metrics["locked"] = locked_test(probs, y_labels, classes, manifest.taxonomy, sub,
+                                        n_boot=n_boot, seed=seed, **plan)
     metrics["source"] = {"predictions": str(predictions) if not isinstance(
         predictions, pd.DataFrame) else "(frame)", "data": manifest.source}
     if out is not None:
@@ -207,7 +208,7 @@ def evaluate_model(model: str | Path, data: str | Path | Manifest, out: str | Pa
                                      n_boot=n_boot, seed=seed)
     if plan:
         metrics["locked"] = locked_test(probs, sub.labels, predictor.classes, predictor.taxonomy,
-                                        sub, **plan)
+                                        sub, n_boot=n_boot, seed=seed, **plan)
     metrics["calibration"].update(temperature_provenance(predictor, sub.image_ids))
     if predictor.config.get("ensemble") and scope.part == "val":
         metrics["cv"] = fold_metrics(probs, sub.labels, predictor.classes, predictor.taxonomy,

@@ -105,9 +105,11 @@ def subgroup_column(table: pd.DataFrame, name: str) -> str:
 def locked_test(probs: np.ndarray, labels: Sequence[str], classes: Sequence[str],
                 taxonomy: Taxonomy, manifest: Manifest, *, task: str, threshold: float,
                 source: str, aggregate: str | None = None, aggregate_by: str = "max",
-                subgroups: Sequence[str] = ()) -> dict[str, Any]:
+                subgroups: Sequence[str] = (), n_boot: int = 1000, seed: int = 0
+                ) -> dict[str, Any]:
     """The locked test's figures for ``metrics.json`` (``manifest``: the evaluated images, in
-    the order of ``probs``)."""
+    the order of ``probs``; ``n_boot``, ``seed``: the AUCs' bootstrap intervals, resampling
+    the cases: images, or lesions / patients when aggregated)."""
     y, score = binary_scores(np.asarray(probs, float), list(labels), list(classes), taxonomy,
                              task)
     table = manifest.table.reset_index(drop=True)
@@ -120,8 +122,8 @@ def locked_test(probs: np.ndarray, labels: Sequence[str], classes: Sequence[str]
                   for name, col in values.items()}
         unit = f"{aggregate} ({aggregate_by} of its images' scores)"
     return {"task": task, "threshold": float(threshold), "source": source, "unit": unit,
-            **rates_at(y, score, threshold),
-            "subgroups": {name: subgroups_at(y, score, threshold, v)
+            **rates_at(y, score, threshold, n_boot=n_boot, seed=seed),
+            "subgroups": {name: subgroups_at(y, score, threshold, v, n_boot=n_boot, seed=seed)
                           for name, v in values.items()}}
 
 

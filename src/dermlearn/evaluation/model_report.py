@@ -37,6 +37,36 @@ def _weights(weights: Any) -> str:
     return re.sub(r"(/[^\s()]+/)([^/\s()]+)", r"\2", str(weights))
 
 
+def _rate(rate: Mapping[str, Any] | None) -> str:
+    if not rate or rate.get("value") is None:
+        return "–"
+    return f"{_num(rate['value'])} ({_num(rate['ci'])})"
+
+
+def _subgroups(locked: Mapping[str, Any] | None,
+               plain: Mapping[str, Mapping[str, Any]] | None) -> str:
+    """Subgroup results: at the locked threshold when there is one (n, positives, AUC,
+    sensitivity and specificity with 95% CIs, the too-small flag), else the evaluation's
+    sex / age / site table (n, balanced accuracy, macro AUC)."""
+    if locked and locked.get("subgroups"):
+        lines = ["at the locked threshold above:", "",
+                 "| subgroup | n | positive | AUC (95% CI) | sensitivity (95% CI) | "
+                 "specificity (95% CI) | too small |", "|---|---|---|---|---|---|---|"]
+        for column, groups in locked["subgroups"].items():
+            for group, m in groups.items():
+                auc = ("–" if m.get("auc") is None
+                       else f"{_num(m['auc'])} ({_num(m.get('auc_ci'))})")
+                lines.append(f"| {column} = {group} | {m['n']} | {m['n_positive']} | {auc} | "
+                             f"{_rate(m['sensitivity'])} | {_rate(m['specificity'])} | "
+                             f"{m.get('why') or ''} |")
+        return "\n".join(lines) + "\n"
+    if plain:
+        return "; ".join(f"{column}: " + ", ".join(
+            f"{g} n={m.get('n')} balanced accuracy {_num(m.get('balanced_accuracy'))}"
+            for g, m in groups.items()) for column, groups in plain.items())
+    return TO_COMPLETE
+
+
 def _training(recipe: Mapping[str, Any], config: Mapping[str, Any]) -> str:
     if not recipe:
         return TO_COMPLETE
@@ -97,7 +127,7 @@ def _items(facts: Mapping[str, Any], evaluation: Mapping[str, Any] | None
          + (f"; Shades of Gray colour constancy p={pre['color_constancy']}"
             if pre.get("color_constancy") else "")),
         ("Methods: model", "Model (TRIPOD+AI 12a, CLAIM 22-24)",
-         f"{config.get('backbone')} ({_weights(config.get('weights'))} weights), "
+         f"{config.get('backbone')} (weights: {_weights(config.get('weights'))}), "
          + (f"an ensemble of {len(config['ensemble'])} members"
             + (f" with weights {[round(w, 3) for w in config['ensemble_weights']]}"
                if config.get("ensemble_weights") else "") if config.get("ensemble")
@@ -137,12 +167,8 @@ def _items(facts: Mapping[str, Any], evaluation: Mapping[str, Any] | None
                       + ", ".join(f"{k} {_num(locked[k]['value'])} ({_num(locked[k]['ci'])})"
                                   for k in ("sensitivity", "specificity", "ppv", "npv"))
                       if locked else TO_COMPLETE + ": evaluate with --threshold-from")))
-        subgroups = (locked or {}).get("subgroups") or evaluation.get("subgroups")
         rows.append(("Results", "Performance in subgroups, fairness (TRIPOD+AI 23a, 14)",
-                     ("; ".join(f"{column}: " + ", ".join(
-                         f"{g} n={m.get('n')}" + (" (too small)" if m.get("too_small") else "")
-                         for g, m in groups.items()) for column, groups in subgroups.items())
-                      if subgroups else TO_COMPLETE)))
+                     _subgroups(locked, evaluation.get("subgroups"))))
         cases = evaluation.get("cases")
         rows.append(("Results", "Failure analysis (CLAIM 40)",
                      (", ".join(f"{n} {k}" for k, n in cases["counts"].items())

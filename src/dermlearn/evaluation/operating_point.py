@@ -19,6 +19,8 @@ import pandas as pd
 from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score
 
+from dermlearn.evaluation.binary import bootstrap_auc_ci
+
 __all__ = ["TARGETS", "aggregate_cases", "parse_target", "rates_at", "subgroups_at",
            "threshold_for", "wilson"]
 
@@ -80,9 +82,11 @@ def wilson(successes: int, n: int, confidence: float = 0.95) -> list[float] | No
     return [float(ci.low), float(ci.high)]
 
 
-def rates_at(y: Sequence, score: Sequence, threshold: float) -> dict[str, Any]:
+def rates_at(y: Sequence, score: Sequence, threshold: float, *, n_boot: int = 1000,
+             seed: int = 0) -> dict[str, Any]:
     """Counts and sensitivity, specificity, PPV, NPV (each ``{"value", "ci"}``, Wilson 95%)
-    at ``threshold``, and the ROC AUC of ``score`` (None with one class only)."""
+    at ``threshold``, and the ROC AUC of ``score`` with its percentile-bootstrap 95% interval
+    over the cases (``n_boot`` resamples; both None with one class only)."""
     y, score = _binary(y, score)
     called = score >= threshold
     tp, fn = int(np.sum(called & y)), int(np.sum(~called & y))
@@ -94,8 +98,15 @@ def rates_at(y: Sequence, score: Sequence, threshold: float) -> dict[str, Any]:
     return {"threshold": float(threshold), "n": int(len(y)), "n_positive": int(y.sum()),
             "tp": tp, "fp": fp, "tn": tn, "fn": fn,
             "sensitivity": rate(tp, tp + fn), "specificity": rate(tn, tn + fp),
-            "ppv": rate(tp, tp + fp), "npv": rate(tn, tn + fn),
-            "auc": float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else None}
+            "ppv": rate(tp, tp + fp), "npv": rate(tn, tn + fn), **_auc(y, score, n_boot, seed)}
+
+
+def _auc(y: np.ndarray, score: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
+    if not 0 < y.sum() < len(y):
+        return {"auc": None, "auc_ci": None}
+    low, high = bootstrap_auc_ci(y, score, n_boot=n_boot, seed=seed)
+    return {"auc": float(roc_auc_score(y, score)),
+            "auc_ci": None if np.isnan(low) else [low, high]}
 
 
 def aggregate_cases(y: Sequence, score: Sequence, groups: Sequence, how: str = "max"
@@ -112,8 +123,8 @@ def aggregate_cases(y: Sequence, score: Sequence, groups: Sequence, how: str = "
 
 
 def subgroups_at(y: Sequence, score: Sequence, threshold: float, values: pd.Series, *,
-                 min_n: int = MIN_SUBGROUP, min_class: int = MIN_SUBGROUP_CLASS
-                 ) -> dict[str, dict[str, Any]]:
+                 min_n: int = MIN_SUBGROUP, min_class: int = MIN_SUBGROUP_CLASS,
+                 n_boot: int = 1000, seed: int = 0) -> dict[str, dict[str, Any]]:
     """For each value of ``values`` (N,; missing -> "unknown"): :func:`rates_at` at the locked
     threshold, with ``too_small`` set (and the reason) where the group has fewer than ``min_n``
     cases or fewer than ``min_class`` positive or negative ones."""
@@ -124,7 +135,7 @@ def subgroups_at(y: Sequence, score: Sequence, threshold: float, values: pd.Seri
     out: dict[str, dict[str, Any]] = {}
     for group in sorted(set(labels), key=lambda g: (g == "unknown", g)):
         rows = (labels == group).to_numpy()
-        result = rates_at(y[rows], score[rows], threshold)
+        result = rates_at(y[rows], score[rows], threshold, n_boot=n_boot, seed=seed)
         positives, negatives = result["n_positive"], result["n"] - result["n_positive"]
         reasons = ([f"n {result['n']} < {min_n}"] if result["n"] < min_n else []) + (
             [f"{min(positives, negatives)} {'positive' if positives < negatives else 'negative'}"

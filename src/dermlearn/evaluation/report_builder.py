@@ -112,19 +112,25 @@ def locked_html(locked: Mapping[str, Any] | None) -> str:
             return "–"
         return f"{fmt(r['value'])} ({fmt(r['ci'])}; {r['k']}/{r['n']})"
 
+    def auc(m: Mapping[str, Any]) -> str:
+        if m.get("auc") is None:
+            return "–"
+        return fmt(m["auc"]) + (f" ({fmt(m['auc_ci'])})" if m.get("auc_ci") else "")
+
     head = (f"<p>{fmt(LEVEL_TITLES.get(locked['task'], locked['task']))}, threshold "
             f"{locked['threshold']:.4f} on the probability, {fmt(locked['source'])}; decided per "
             f"{fmt(locked['unit'])}; {locked['n']} cases, {locked['n_positive']} positive; ROC "
-            f"AUC {fmt(locked.get('auc'))}.</p>")
+            f"AUC {auc(locked)} (bootstrap 95% CI over the cases).</p>")
     rows = [[name, rate(locked[name])] for name in ("sensitivity", "specificity", "ppv", "npv")]
     groups = [[f"{column} = {group}", g["n"], g["n_positive"], rate(g["sensitivity"]),
-               rate(g["specificity"]), g.get("auc"), g["why"] or ""]
+               rate(g["specificity"]), auc(g), g["why"] or ""]
               for column, values in locked.get("subgroups", {}).items()
               for group, g in values.items()]
     return (head + table(rows, ["at the locked threshold", "value (Wilson 95% CI; k/n)"])
             + (("<p>Subgroups at the same threshold (flagged where too small to say "
                 "anything):</p>" + table(groups, ["subgroup", "n", "positive", "sensitivity",
-                                                  "specificity", "AUC", "too small"]))
+                                                  "specificity", "AUC (95% CI)",
+                                                  "too small"]))
                if groups else ""))
 
 
