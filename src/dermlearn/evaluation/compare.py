@@ -111,7 +111,9 @@ def comparison_markdown(result: dict[str, Any]) -> str:
              "| metric | A | B | B - A | 95% CI | p |", "|---|---|---|---|---|---|"]
     for name, row in result["rows"].items():
         ci, p = _cells(row)
-        lines.append(f"| {name.replace('_', ' ')} | {row['a']:.3f} | {row['b']:.3f} | "
+        label = name.removesuffix("_auc").replace("_", " ") + (" AUC" if name.endswith("_auc")
+                                                               else "")
+        lines.append(f"| {label} | {row['a']:.3f} | {row['b']:.3f} | "
                      f"{row['diff']:+.3f} | {ci} | {p} |")
     return "\n".join(lines)
 
