@@ -550,3 +550,9 @@ def test_a_features_mode_fold_ensemble_stores_its_frozen_backbone_once(tiny_data
     classes = read_config(model)["classes"]
     expected = apply_temperature(val[classes].to_numpy(), read_config(model)["temperature"])
     np.testing.assert_allclose(again[classes].to_numpy(), expected, atol=1e-5)
+    # Its model report says how the folds used the images.
+    from dermlearn.evaluation.model_report import model_report
+
+    n = len(pd.read_csv(run / "splits.csv"))
+    assert f"{n} images of" in model_report(run, tmp_path / "ev")
+    assert "3-fold cross-validation: each image trained 2 of the 3 members" in model_report(run)

@@ -67,6 +67,20 @@ def _subgroups(locked: Mapping[str, Any] | None,
     return TO_COMPLETE
 
 
+def _sample_size(training: Mapping[str, Any], splits: Mapping[str, Any]) -> str:
+    per_class = "per class: " + ", ".join(f"{c} {n}" for c, n in
+                                          (training.get("classes") or {}).items())
+    if training.get("validation") == "out-of-fold":
+        k = splits.get("folds")
+        return (f"{training.get('n_images', '–')} images of {training.get('n_lesions', '–')} "
+                f"lesions in {k}-fold cross-validation: each image trained {k - 1} of the {k} "
+                f"members and was held out by the other; {per_class}" if isinstance(k, int)
+                else f"{training.get('n_images', '–')} images, cross-validated; {per_class}")
+    return (f"{training.get('n_images', '–')} training images of "
+            f"{training.get('n_lesions', '–')} lesions; {training.get('n_validation', '–')} "
+            f"validation images; {per_class}")
+
+
 def _training(recipe: Mapping[str, Any], config: Mapping[str, Any]) -> str:
     if not recipe:
         return TO_COMPLETE
@@ -96,7 +110,6 @@ def _items(facts: Mapping[str, Any], evaluation: Mapping[str, Any] | None
     run_metrics = facts.get("run_metrics") or {}
     pre = config.get("preprocess") or {}
     classes = config.get("classes") or []
-    counts = training.get("classes") or {}
     rows = [
         ("Introduction", "Intended use and users (TRIPOD+AI 3, CLAIM 2)", facts["intended_use"]),
         ("Introduction", "Clinical pathway and setting", TO_COMPLETE),
@@ -109,10 +122,7 @@ def _items(facts: Mapping[str, Any], evaluation: Mapping[str, Any] | None
          f"{len(classes)} classes ({', '.join(classes)}) of the {config.get('taxonomy', {}).get('name', '')} "
          f"taxonomy; how each label was established (histopathology, follow-up, consensus): "
          f"{TO_COMPLETE}, see the data's label_source column"),
-        ("Methods: data", "Sample size (TRIPOD+AI 8)",
-         f"{training.get('n_images', '–')} training images of {training.get('n_lesions', '–')} "
-         f"lesions; {training.get('n_validation', '–')} validation images; per class: "
-         + ", ".join(f"{c} {n}" for c, n in counts.items())),
+        ("Methods: data", "Sample size (TRIPOD+AI 8)", _sample_size(training, splits)),
         ("Methods: data", "Data partitions and their level (CLAIM 19-21, TRIPOD+AI 10c)",
          (f"{splits.get('n_images')} images, {splits.get('n_lesions')} lesions, split into "
           f"{splits.get('folds')} part(s) grouped by {splits.get('grouped_by')} (no "
