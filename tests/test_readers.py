@@ -57,7 +57,7 @@ def test_isic2019_one_hot_with_metadata(tmp_path, good_jpeg):
         "ISIC_0000003,80,upper extremity,BCN_0000004,male\n")
     write_images(root / "ISIC_2019_Training_Input", [f"ISIC_000000{i}.jpg" for i in range(4)],
                  good_jpeg)
-    m = load(root, strict=False)
+    m = load(root, invalid="keep")
     assert m.format == "isic"
     assert m.labels == ["nv", "mel", "akiec", "scc"]
     t = m.table.set_index("image_id")

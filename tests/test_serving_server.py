@@ -31,8 +31,8 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(model_dir, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("server-cwd")
-    with ServerProcess(model_dir, "--max-upload-mb", str(MAX_UPLOAD_MB), "--threads", "1",
-                       "--log-level", "warning", cwd=cwd) as proc:
+    with ServerProcess(model_dir, "--backend", "torch", "--max-upload-mb", str(MAX_UPLOAD_MB),
+                       "--threads", "1", "--log-level", "warning", cwd=cwd) as proc:
         yield proc
     log = proc.log.decode(errors="replace")
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it (exit status -15)

@@ -114,7 +114,10 @@ def test_direct_construction_and_errors():
 
 # ---------------------------------------------------------------------- labels
 def test_normalize_label():
-    assert normalize_label("  Bowen's-Disease ") == normalize_label("bowens_disease") == "bowens disease"
+    # a possessive 's and every punctuation mark are ignored (issue 23: 'Bowen disease')
+    assert normalize_label("  Bowen's-Disease ") == normalize_label("bowen_disease") == "bowen disease"
+    assert normalize_label("Lentigo, NOS (solar)") == "lentigo nos solar"
+    assert normalize_label("Kaposi’s sarcoma") == "kaposi sarcoma"
     assert normalize_label("Café-au-lait  macule") == "cafe au lait macule"
 
 
@@ -240,8 +243,12 @@ def test_flat():
     assert t.map_labels(["dog", "cat"], "classes") == ["dog", "cat"]
     with pytest.raises(TaxonomyError, match="'root' collides"):
         Taxonomy.flat(["root", "x"])
-    with pytest.raises(TaxonomyError, match="clashes"):
-        Taxonomy.flat(["Dog", "dog"])
+    with pytest.raises(TaxonomyError, match="'Root' collides"):
+        Taxonomy.flat(["Root", "x"])
+    # labels that differ in case or punctuation only are one class (issue 23, defect 2)
+    t = Taxonomy.flat(["Dog", "dog", "hot-dog", "Hot dog"])
+    assert t.leaves == ("Dog", "hot-dog")
+    assert t.canonical("DOG") == "Dog" and t.canonical("hot_dog") == "hot-dog"
     with pytest.raises(TaxonomyError, match="at least one"):
         Taxonomy.flat([])
 

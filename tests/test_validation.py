@@ -45,7 +45,7 @@ def test_all_problems_reported_together(broken_ham):
 
 
 def test_unreadable_images_found_by_deep_check(broken_ham):
-    m = load(broken_ham, strict=False, check_images=True)
+    m = load(broken_ham, invalid="keep", check_images=True)
     unreadable = [p for p in m.problems if p.kind == "unreadable_image"]
     assert len(unreadable) == 1 and "ISIC_6.jpg" in unreadable[0].message
     assert "truncated" in unreadable[0].message

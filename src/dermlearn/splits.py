@@ -8,6 +8,7 @@ part. Split files written by older versions (``"test"``) read the same.
 """
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -33,6 +34,32 @@ class SplitError(DermlearnError, ValueError):
 
     Also a ValueError, which these checks raised before.
     """
+
+
+log = logging.getLogger(__name__)
+
+
+def classes_short_of_parts(splits: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """``{class: (images, parts)}`` for each class with fewer images than the split's parts
+    other than the test part (``label`` and ``fold`` columns): some validation part then holds
+    none of it, so that fold's figures for the class are undefined."""
+    usable = splits[splits["fold"] != TEST]
+    parts = usable["fold"].nunique()
+    counts = usable["label"].astype(str).value_counts()
+    return {c: (int(n), int(parts)) for c, n in counts.items() if parts > 1 and n < parts}
+
+
+def warn_short_classes(splits: pd.DataFrame) -> None:
+    """Log a warning naming each class with fewer images than parts (see
+    :func:`classes_short_of_parts`), with the ways out."""
+    short = classes_short_of_parts(splits)
+    if short:
+        parts = next(iter(short.values()))[1]
+        named = ", ".join(f"{c} ({n} images)" for c, (n, _) in sorted(short.items()))
+        log.warning(f"{len(short)} class(es) have fewer images than the {parts} parts of the "
+                    f"split: {named}; some validation parts hold none of them, so their "
+                    f"per-fold figures are undefined; use fewer folds, merge rare classes "
+                    f"(--max-class-size or a coarser taxonomy), or add images")
 
 
 def _examples(items: list, n: int = _EXAMPLES) -> str:
@@ -91,6 +118,7 @@ def make_splits(manifest: Manifest, n_folds: int = 5, *, test_fraction: float = 
         table["patient_id"] = manifest.table["patient_id"]
     table["fold"] = fold
     check_no_leakage(table, group=group)
+    warn_short_classes(table)
     return table
 
 

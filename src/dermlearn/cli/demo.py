@@ -16,10 +16,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def add_demo_command(commands: argparse._SubParsersAction) -> None:
     """The ``demo`` command."""
     demo = commands.add_parser("demo", help="run the main job end to end")
-    demo.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
+    demo.add_argument("--out", default="demo-out", help="output folder")
     demo.add_argument("--data", default=None,
                       help="real dataset to use instead of the generated synthetic one")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0,
+                      help="random seed (synthetic data, splits, training)")
     demo.add_argument("--max-class-size", type=_positive_int, default=None,
                       help="train on Esteva's partitioning of the taxonomy (default: one class "
                            "per diagnosis)")

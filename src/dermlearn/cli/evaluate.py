@@ -4,12 +4,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dermlearn.cli.common import DATA_HELP, TAXONOMY_HELP, _join
+from dermlearn.cli.common import (
+    DATA_HELP,
+    TAXONOMY_HELP,
+    _join,
+    add_reading_options,
+    inputs_from_args,
+    print_dropped,
+    print_dropped_file,
+    reading_options,
+)
 from dermlearn.errors import DermlearnError
 
 #: ``--part``: which images a model may be scored on (dermlearn.inference.unseen).
 PARTS = ("auto", "val", "test", "all")
-PART_HELP = ("images to score: auto (default) = every image the model never trained on (a "
+PART_HELP = ("images to score: auto = every image the model never trained on (a "
              "fold ensemble's run images by the member that held them out; the run's test "
              "part left for 'test'); val = the run's validation images; test = its test part; "
              "all = every image, refused if any trained the model")
@@ -30,13 +39,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.predictions:
         metrics = evaluate_predictions_csv(args.predictions, args.data, out=args.out,
                                            taxonomy=args.taxonomy, readers=args.readers,
+                                           data_options=reading_options(args),
                                            n_boot=args.bootstrap, seed=args.seed, locked=locked)
     else:
         metrics = evaluate_model(args.model, args.data, args.out, part=args.part, tta=args.tta,
                                  readers=args.readers, n_boot=args.bootstrap, seed=args.seed,
                                  explain=None if args.explain == "none" else args.explain,
                                  embed=not args.no_embed, progress=not args.quiet,
-                                 locked=locked)
+                                 locked=locked, data_options=reading_options(args))
     if args.model is not None:
         print(f"scored {metrics['source']['evaluated on']}")
     if "locked" in metrics:
@@ -48,6 +58,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     report = Path(args.out) / "report.html"
     print(f"\nmetrics: {_join(args.out, 'metrics.json')}"
           + (f"   report: {report}" if report.exists() else ""))
+    print_dropped_file(Path(args.out) / "dropped.csv")
     return 0
 
 
@@ -57,7 +68,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from dermlearn.inference.unseen import unseen_images
 
     predictor = Predictor.load(args.model)
-    inputs = resolve_inputs(args.images)
+    inputs = resolve_inputs(inputs_from_args(args, args.images))
     scope = unseen_images(predictor, inputs.ids, args.part, source=" ".join(args.images))
     print(f"explaining {scope.description}")
     written = explain_to_dir(predictor, [inputs.paths[i] for i in scope.rows], args.out,
@@ -72,7 +83,9 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from dermlearn.inference import Predictor
 
     predictor = Predictor.load(args.model)
-    written, described = embed_unseen(predictor, load(args.data, taxonomy=predictor.taxonomy),
+    manifest = load(args.data, taxonomy=predictor.taxonomy, **reading_options(args))
+    print_dropped(manifest.dropped, of=len(manifest) + len(manifest.dropped))
+    written, described = embed_unseen(predictor, manifest,
                                       args.out, part=args.part, seed=args.seed,
                                       progress=not args.quiet)
     print(f"embedded {described}")
@@ -132,7 +145,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         atomic_write(Path(args.out) / "comparison.md",
                      lambda tmp: Path(tmp).write_text(table, encoding="utf-8"))
         print(f"\nwrote {_join(args.out, 'comparison.json')} and comparison.md (for the "
-              f"report: dermlearn report MODEL --eval EVAL_B --compare {args.out})")
+              f"report: dermlearn report MODEL --eval EVAL_B --compare {Path(args.out)})")
     return 0
 
 
@@ -144,21 +157,24 @@ def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("data", help=DATA_HELP)
     ev.add_argument("--out", required=True, help="output folder (metrics.json, report.html)")
     ev.add_argument("--predictions", help="score this ISIC-format CSV instead of a model")
-    ev.add_argument("--taxonomy", help="with --predictions: " + TAXONOMY_HELP)
+    ev.add_argument("--taxonomy", help="with --predictions: " + TAXONOMY_HELP
+                    + " (default: dermatology)")
     ev.add_argument("--readers", help="CSV of reader operating points: name, sensitivity, "
                     "specificity[, task]")
-    ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
+    ev.add_argument("--bootstrap", type=int, default=1000,
+                    help="bootstrap resamples for the confidence intervals")
     ev.add_argument("--part", choices=PARTS, default="auto", help=PART_HELP)
     ev.add_argument("--tta", type=int, default=1, help="test-time views to average (1-8)")
-    ev.add_argument("--explain", choices=["saliency", "gradcam", "none"], default="saliency")
+    ev.add_argument("--explain", choices=["saliency", "gradcam", "none"], default="saliency",
+                    help="overlays of example images in the report, as dermlearn explain "
+                    "--method (none: no overlays)")
     ev.add_argument("--no-embed", action="store_true", help="skip the t-SNE embedding")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=int, default=0, help="random seed (bootstrap, t-SNE)")
     locked = ev.add_argument_group(
         "locked operating point", "a threshold fixed before the test and applied unchanged "
         "(Esteva 2017, Haenssle 2018): sensitivity, specificity, PPV, NPV with Wilson 95% CIs")
     locked.add_argument("--task", choices=["melanoma_vs_rest", "malignant_vs_benign"],
-                        default="melanoma_vs_rest", help="the binary task (default "
-                        "melanoma_vs_rest)")
+                        default="melanoma_vs_rest", help="the binary task")
     locked.add_argument("--threshold", type=float, help="a fixed threshold on the task's "
                         "probability")
     locked.add_argument("--threshold-from", metavar="RUN_OR_CSV", help="choose the threshold "
@@ -168,11 +184,14 @@ def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
                         "sensitivity=0.95 or specificity=0.9")
     locked.add_argument("--aggregate", choices=["lesion", "patient"], help="decide per lesion "
                         "(or patient): the max (or --aggregate-by mean) of its images' scores")
-    locked.add_argument("--aggregate-by", choices=["max", "mean"], default="max")
+    locked.add_argument("--aggregate-by", choices=["max", "mean"], default="max",
+                        help="with --aggregate: how a lesion's (or patient's) image scores "
+                        "combine")
     locked.add_argument("--subgroup", action="append", metavar="COL", default=[],
                         help="figures at the locked threshold per value of this column "
                         "(repeatable; e.g. sex, site/localization, label_source/dx_type)")
-    ev.add_argument("--quiet", action="store_true")
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_reading_options(ev)
     ev.set_defaults(func=_cmd_evaluate)
 
     ex = commands.add_parser("explain", help="saliency / Grad-CAM overlays for images")
@@ -181,8 +200,9 @@ def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
     ex.add_argument("--out", required=True, help="output folder for the overlays")
     ex.add_argument("--method", choices=["saliency", "gradcam"], default="saliency",
                     help="saliency: input gradients (Esteva); gradcam: class activation of the "
-                    "last convolutional stage (default saliency)")
+                    "last convolutional stage")
     ex.add_argument("--part", choices=PARTS, default="auto", help=PART_HELP)
+    add_reading_options(ex, lenient=False)
     ex.set_defaults(func=_cmd_explain)
 
     em = commands.add_parser("embed", help="t-SNE of penultimate features (PNG + CSV)")
@@ -191,8 +211,9 @@ def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
     em.add_argument("--out", required=True,
                     help="output folder (tsne.csv, tsne_by_class.png, tsne_by_correctness.png)")
     em.add_argument("--part", choices=PARTS, default="auto", help=PART_HELP)
-    em.add_argument("--seed", type=int, default=0, help="t-SNE random state (default 0)")
+    em.add_argument("--seed", type=int, default=0, help="t-SNE random state")
     em.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_reading_options(em)
     em.set_defaults(func=_cmd_embed)
 
     cmp = commands.add_parser("compare", help="two evaluations of the same images, paired "
@@ -203,8 +224,9 @@ def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
                      "print only)")
     cmp.add_argument("--taxonomy", default="dermatology", help=TAXONOMY_HELP)
     cmp.add_argument("--bootstrap", type=int, default=2000,
-                     help="bootstrap resamples (default 2000)")
-    cmp.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+                     help="bootstrap resamples for the paired differences' confidence "
+                     "intervals and p-values")
+    cmp.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     cmp.set_defaults(func=_cmd_compare)
 
     rep = commands.add_parser("report", help="a model report (TRIPOD+AI / CLAIM items, Markdown "
@@ -215,6 +237,5 @@ def add_evaluate_commands(commands: argparse._SubParsersAction) -> None:
     rep.add_argument("--compare", metavar="COMPARE_DIR", help="a dermlearn compare --out "
                      "folder: its paired table becomes the report's comparison section")
     rep.add_argument("--out", default="model-report.md",
-                     help="the Markdown file to write; the HTML goes beside it (default "
-                     "model-report.md)")
+                     help="the Markdown file to write; the HTML goes beside it")
     rep.set_defaults(func=_cmd_report)

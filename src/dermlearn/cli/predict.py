@@ -4,11 +4,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from dermlearn.atomic import check_output_file
-from dermlearn.cli.common import _positive_int, _threads
+from dermlearn.cli.common import _positive_int, _threads, add_reading_options, inputs_from_args
 from dermlearn.errors import DermlearnError
 from dermlearn.parallel import STRATEGIES
+
+#: ``--backend`` (predict and serve: one default, auto).
+BACKENDS = ["auto", "torch", "onnx"]
+BACKEND_HELP = ("inference engine: torch = PyTorch; onnx = ONNX Runtime on the model's ONNX export "
+                "(made and cached on the fly); auto = ONNX Runtime when installed, else PyTorch "
+                "(benchmarks/bench.py: ~2-3x faster on CPU)")
 
 
 def _columns(table, level: str | None) -> str:
@@ -16,7 +23,7 @@ def _columns(table, level: str | None) -> str:
     return f"{len(table.columns) - 1} {'groups of ' + level if level else 'classes'}"
 
 
-def _cmd_predict_distributed(args: argparse.Namespace) -> int:
+def _cmd_predict_distributed(args: argparse.Namespace, out: Path) -> int:
     from dermlearn.inference import UnreadableImagesError
     from dermlearn.inference.distributed import predict_distributed
 
@@ -24,12 +31,13 @@ def _cmd_predict_distributed(args: argparse.Namespace) -> int:
         raise DermlearnError("--devices/--num-nodes > 1 runs the torch backend (Lightning DDP); "
                              "drop --backend onnx or use one process")
     try:
-        result = predict_distributed(args.model, args.inputs, args.out, devices=args.devices,
+        result = predict_distributed(args.model, inputs_from_args(args, args.inputs), out,
+                                     devices=args.devices,
                                      num_nodes=args.num_nodes, strategy=args.strategy,
                                      level=args.level, tta=args.tta, batch_size=args.batch_size,
                                      num_workers=args.num_workers, progress=not args.quiet)
     except UnreadableImagesError as exc:  # the readable images' rows were written
-        print(f"wrote {args.out}: {len(exc.table)} images x {_columns(exc.table, args.level)}")
+        print(f"wrote {out}: {len(exc.table)} images x {_columns(exc.table, args.level)}")
         print(f"dermlearn: error: {exc}", file=sys.stderr)
         return 1
     if result is None:  # a worker process: rank 0 reports
@@ -42,13 +50,14 @@ def _cmd_predict_distributed(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     out = check_output_file(args.out)
     if args.devices * args.num_nodes > 1:
-        return _cmd_predict_distributed(args)
+        return _cmd_predict_distributed(args, out)
     from dermlearn.atomic import atomic_write
     from dermlearn.inference import UnreadableImagesError, predict
 
     unreadable = None
     try:
-        table = predict(args.model, args.inputs, level=args.level, tta=args.tta,
+        table = predict(args.model, inputs_from_args(args, args.inputs), level=args.level,
+                        tta=args.tta,
                         batch_size=args.batch_size, progress=not args.quiet,
                         backend=args.backend, threads=args.threads)
     except UnreadableImagesError as exc:  # the readable images' rows are still written
@@ -89,31 +98,31 @@ def add_predict_commands(commands: argparse._SubParsersAction) -> None:
     pred = commands.add_parser("predict", help="score images with a trained model (ISIC CSV)")
     pred.add_argument("model", help="model directory (RUN/model or RUN)")
     pred.add_argument("inputs", nargs="+", help="image files, a folder of images, or a dataset")
-    pred.add_argument("--out", default="predictions.csv")
+    pred.add_argument("--out", default="predictions.csv",
+                      help="output CSV: image, then one probability column per class")
     pred.add_argument("--level", help="taxonomy level via PA (e.g. malignant_vs_benign, esteva3)")
     pred.add_argument("--tta", type=int, default=1, help="test-time views to average (1-8)")
-    pred.add_argument("--batch-size", type=_positive_int, default=32)
-    pred.add_argument("--quiet", action="store_true")
+    pred.add_argument("--batch-size", type=_positive_int, default=32,
+                      help="images per model call")
+    pred.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_parallel_flags(pred, "shards the images over the processes, writes OUT.parts/rank-K.csv "
                         "and merges them into OUT; run again to resume", default=1)
     pred.add_argument("--num-workers", type=int, default=2,
-                      help="decoding workers per process (with --devices > 1; default 2)")
-    pred.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
-                      help="inference engine: PyTorch, or ONNX Runtime on the model's ONNX "
-                      "export (made and cached on the fly); auto (default): ONNX Runtime when "
-                      "installed, else PyTorch (benchmarks/bench.py: ~2-3x faster on CPU)")
+                      help="decoding workers per process (with --devices > 1)")
+    pred.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     pred.add_argument("--threads", type=_threads, default=None,
                       help="intra-op threads of the backend (default: all cores)")
+    add_reading_options(pred, lenient=False)  # unreadable images are named, never fatal
     pred.set_defaults(func=_cmd_predict)
 
     srv = commands.add_parser("serve", help="web service + page for one model (FastAPI)")
     srv.add_argument("model", help="model directory (RUN/model or RUN)")
     srv.add_argument("--host", default="127.0.0.1",
-                     help="address to listen on (default 127.0.0.1; put a reverse proxy with "
-                     "TLS in front for anything else)")
-    srv.add_argument("--port", type=int, default=8000)
-    srv.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                     help="inference engine (default torch); explanations always use torch")
+                     help="address to listen on (put a reverse proxy with TLS in front for "
+                     "anything but the loopback address)")
+    srv.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
+    srv.add_argument("--backend", choices=BACKENDS, default="auto",
+                     help=BACKEND_HELP + "; explanations always use PyTorch")
     srv.add_argument("--workers", type=_positive_int, default=1,
                      help="uvicorn worker processes, each with its own copy of the model")
     srv.add_argument("--threads", type=_threads, default=None,
@@ -122,24 +131,26 @@ def add_predict_commands(commands: argparse._SubParsersAction) -> None:
                      help="save every uploaded photo into DIR (default: uploads are never "
                      "written to disk)")
     srv.add_argument("--max-upload-mb", type=float, default=20.0,
-                     help="largest accepted upload in MB (default 20; 413 above)")
+                     help="largest accepted upload in MB (413 above)")
     srv.add_argument("--max-megapixels", type=float, default=64.0,
                      help="largest accepted image in megapixels, checked before decoding "
-                     "(default 64; 413 above)")
+                     "(413 above)")
     srv.add_argument("--max-batch", type=_positive_int, default=16,
-                     help="micro-batching: most images per model call (default 16)")
+                     help="micro-batching: most images per model call")
     srv.add_argument("--max-wait-ms", type=float, default=5.0,
-                     help="micro-batching: longest wait for more images while other requests "
-                     "are being decoded (default 5 ms)")
+                     help="micro-batching: longest wait in ms for more images while other "
+                     "requests are being decoded")
     srv.add_argument("--log-level", default="info",
-                     choices=["critical", "error", "warning", "info", "debug"])
+                     choices=["critical", "error", "warning", "info", "debug"],
+                     help="log level of the server and the service")
     srv.set_defaults(func=_cmd_serve)
 
     exp = commands.add_parser("export", help="export a model to ONNX (one file, with metadata)")
     exp.add_argument("model", help="model directory (RUN/model or RUN)")
-    exp.add_argument("--format", choices=["onnx"], default="onnx")
+    exp.add_argument("--format", choices=["onnx"], default="onnx",
+                     help="file format (ONNX only)")
     exp.add_argument("--out", required=True, help="output file, e.g. model.onnx")
-    exp.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    exp.add_argument("--opset", type=int, default=17, help="ONNX opset")
     exp.set_defaults(func=_cmd_export)
 
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dermlearn.cli.common import DATA_HELP, TAXONOMY_HELP, _join
+from dermlearn.cli.common import (
+    DATA_HELP,
+    TAXONOMY_HELP,
+    _join,
+    add_reading_options,
+    option_flag,
+    print_dropped_file,
+    reading_options,
+)
 from dermlearn.errors import DermlearnError
 from dermlearn.parallel import DEVICES
 
@@ -20,7 +28,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         named = {"DATA": args.data, "--out": args.out, "--config": args.config,
                  "--set": args.set, "--splits": args.splits, "--feature-cache": args.feature_cache,
                  "--recipe": args.recipe != "default", "--device": args.device != "auto",
-                 "--taxonomy": args.taxonomy}
+                 "--taxonomy": args.taxonomy,
+                 **{option_flag(k, v): v for k, v in reading_options(args).items()}}
         refuse_resume_options(f"--resume {args.resume}",
                               [f"--{k.replace('_', '-')}" for k in overrides]
                               + [flag for flag, value in named.items() if value])
@@ -54,7 +63,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         metrics = train(args.data, args.out, recipe=recipe, overrides=overrides,
                         splits=args.splits,
                         device=args.device, progress=not args.quiet,
-                        feature_cache=args.feature_cache, taxonomy=args.taxonomy)
+                        feature_cache=args.feature_cache, taxonomy=args.taxonomy,
+                        data_options=reading_options(args))
         out = args.out
     if not metrics:  # a worker process of a data-parallel run: rank 0 reports
         return 0
@@ -64,6 +74,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     history = (f"   history: {_join(out, 'history.csv')}"
                if (Path(out) / "history.csv").exists() else "")
     print(f"\nmodel: {_join(out, 'model')}   metrics: {_join(out, 'metrics.json')}{history}")
+    print_dropped_file(Path(out) / "dropped.csv")
     return 0
 
 
@@ -83,18 +94,20 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     train.add_argument("data", nargs="?", help=DATA_HELP)
     train.add_argument("--out", help="run directory to create")
     train.add_argument("--recipe", default="default",
-                       help="default | esteva2017 | benedetti2020 | ensemble3 (three networks "
-                       "ensembled; see docs)")
+                       help="base recipe: default | esteva2017 | benedetti2020 | ensemble3 (three "
+                       "networks ensembled; see docs)")
     train.add_argument("--config", help="YAML/JSON file of recipe fields (recipe: NAME as base)")
     train.add_argument("--set", action="append", metavar="FIELD=VALUE",
                        help="override any recipe field, e.g. --set label_smoothing=0")
     train.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
     train.add_argument("--splits", help="use this split CSV (checked for lesion leakage)")
     train.add_argument("--device", default="auto", choices=list(DEVICES),
-                       help="where to train (auto: cuda when available; default auto)")
+                       help="where to train (auto: cuda when available)")
     train.add_argument("--feature-cache", help="feature cache folder (features mode)")
-    train.add_argument("--taxonomy", help=TAXONOMY_HELP + "; saved with the run and the model")
+    train.add_argument("--taxonomy", help=TAXONOMY_HELP + "; saved with the run and the model "
+                       "(default: dermatology)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_reading_options(train)
     from dermlearn.training.recipe_flags import add_recipe_flags
 
     add_recipe_flags(train.add_argument_group(

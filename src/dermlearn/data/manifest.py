@@ -27,12 +27,15 @@ import pandas as pd
 from PIL import Image
 
 from dermlearn.data.images import check_image, read_image
+from dermlearn.data.sources import image_exists
 from dermlearn.taxonomy import Taxonomy
 
 COLUMNS: tuple[str, ...] = (
     "image_id", "path", "label", "lesion_id", "patient_id", "age", "sex", "site",
     "label_source", "label_raw", "source_row",
 )
+#: Columns of ``Manifest.dropped`` (rows a lenient read dropped) and of ``dropped.csv``.
+DROPPED_COLUMNS: tuple[str, ...] = ("image_id", "path", "source_row", "kind", "reason")
 METADATA_COLUMNS: tuple[str, ...] = ("lesion_id", "patient_id", "age", "sex", "site", "label_source")
 
 
@@ -46,6 +49,7 @@ class Problem:
     row: str | None = None
     image_id: str | None = None
     severity: str = "error"  # "error" blocks strict loading; "warning" is reported only
+    label: str | None = None  # the label concerned (an unknown label), for summaries
 
     def __str__(self) -> str:
         where = self.row or self.file
@@ -60,7 +64,7 @@ class Manifest:
     """A dataset as a table of image paths, labels and metadata; images are read lazily.
 
     Build one with :func:`dermlearn.data.load`. ``problems`` holds every validation
-    finding; a manifest returned by ``load(..., strict=True)`` has none.
+    finding; a manifest returned by ``load(...)`` (strict by default) has no error-level one.
     """
 
     def __init__(self, table: pd.DataFrame, *, taxonomy: Taxonomy, source: str, format: str,
@@ -74,6 +78,9 @@ class Manifest:
         self.source = source
         self.format = format
         self.problems: list[Problem] = list(problems)
+        #: Rows dropped by a lenient read (``load(..., invalid="drop")``): image_id, path,
+        #: source_row, kind, reason.
+        self.dropped = pd.DataFrame(columns=list(DROPPED_COLUMNS))
 
     # -- basic views -------------------------------------------------------------
     def __len__(self) -> int:
@@ -161,7 +168,7 @@ class Manifest:
         rows = zip(self.table["image_id"], self.table["path"], self.table["source_row"])
         for image_id, path, row in tqdm(rows, total=len(self), desc="checking images",
                                         unit="img", disable=not progress):
-            if not Path(path).exists():
+            if not image_exists(path):
                 continue  # already reported as missing_file
             reason = check_image(path)
             if reason is not None:
@@ -188,6 +195,17 @@ class Manifest:
                                       for c in METADATA_COLUMNS},
             "problems": [p.to_dict() for p in self.problems],
         }
+
+    def write_dropped(self, path: str | Path) -> Path | None:
+        """Write :attr:`dropped` as a CSV (atomically); None, and nothing written, when no row
+        was dropped."""
+        if not len(self.dropped):
+            return None
+        from dermlearn.atomic import atomic_write
+
+        path = Path(path)
+        atomic_write(path, lambda tmp: self.dropped.to_csv(tmp, index=False))
+        return path
 
     def to_csv(self, path: str | Path) -> Path:
         """Write the manifest as a CSV that ``load('csv:PATH')`` reads back."""

@@ -27,13 +27,21 @@ class ImageDecodeError(DermlearnError):
 
 
 class DataError(DermlearnError):
-    """A dataset failed validation; ``problems`` lists every issue found, not just the first."""
+    """A dataset failed validation; ``problems`` lists every issue found, not just the first.
 
-    def __init__(self, message: str, problems: list | None = None):
+    The message lists the problems, or ``summary`` (lines written for a person, e.g. a count
+    and a few examples per kind) in their place when given."""
+
+    def __init__(self, message: str, problems: list | None = None,
+                 summary: list[str] | None = None):
         self.problems = list(problems or [])
-        lines = [message] + [f"  - {p}" for p in self.problems[:50]]
-        if len(self.problems) > 50:
-            lines.append(f"  ... and {len(self.problems) - 50} more")
+        if summary is not None:
+            lines = [message] + [f"  - {line}" if not line.startswith(" ") else f"  {line}"
+                                 for line in summary]
+        else:
+            lines = [message] + [f"  - {p}" for p in self.problems[:50]]
+            if len(self.problems) > 50:
+                lines.append(f"  ... and {len(self.problems) - 50} more")
         super().__init__("\n".join(lines))
 
 

@@ -129,17 +129,26 @@ def read_truth_csv(path: str | Path, taxonomy: str | Path | Taxonomy = "dermatol
     return Manifest(frame, taxonomy=taxonomy, source=str(path), format="truth-csv")
 
 
+def _write_dropped(manifest: Manifest, out: str | Path | None) -> None:
+    """``out/dropped.csv``: the rows a lenient read left out, and why (when there were any)."""
+    if out is not None and len(manifest.dropped):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        manifest.write_dropped(Path(out) / "dropped.csv")
+
+
 def evaluate_predictions_csv(predictions: str | Path | pd.DataFrame, data: str | Path | Manifest,
                              *, out: str | Path | None = None,
                              taxonomy: str | Path | Taxonomy | None = None,
                              readers: str | Path | None = None, n_boot: int = 1000,
                              seed: int = 0, report: bool = True,
-                             locked: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                             locked: Mapping[str, Any] | None = None,
+                             data_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Metrics of an ISIC-format predictions CSV (``image`` + one column per class) against the
     truth: a dataset (its labels and metadata) or a ground-truth CSV (:func:`read_truth_csv`);
     with ``out``, also ``metrics.json``, figures and ``report.html``. ``taxonomy`` reads the
     truth's labels (default ``"dermatology"``; a Manifest brings its own). ``locked``: the
-    locked-threshold test's options (see :func:`evaluate_model`)."""
+    locked-threshold test's options (see :func:`evaluate_model`); ``data_options``: how to
+    read a dataset ``data`` (:func:`~dermlearn.data.load`'s options)."""
     if out is not None:
         check_output_dir(out)
     if isinstance(data, Manifest):
@@ -147,7 +156,8 @@ def evaluate_predictions_csv(predictions: str | Path | pd.DataFrame, data: str |
     elif Path(str(data)).is_file() and str(data).lower().endswith(".csv"):
         manifest = read_truth_csv(data, taxonomy or "dermatology")
     else:
-        manifest = load(data, taxonomy=taxonomy or "dermatology")
+        manifest = load(data, taxonomy=taxonomy or "dermatology", **(data_options or {}))
+        _write_dropped(manifest, out)
     frame = read_predictions(predictions)
     classes = [c for c in frame.columns if c != "image"]
     truth = manifest.table.set_index("image_id")["label"]
@@ -174,7 +184,8 @@ def evaluate_model(model: str | Path, data: str | Path | Manifest, out: str | Pa
                    n_boot: int = 1000, seed: int = 0, explain: str | None = "saliency",
                    examples_per_class: int = 2, embed: bool = True, batch_size: int = 32,
                    num_workers: int = 2, progress: bool = True,
-                   locked: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                   locked: Mapping[str, Any] | None = None,
+                   data_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Predict ``data`` with ``model`` and write metrics, figures and ``report.html`` to ``out``.
 
     ``locked``: a locked-threshold test (:mod:`dermlearn.evaluation.locked`), a mapping with
@@ -183,7 +194,9 @@ def evaluate_model(model: str | Path, data: str | Path | Manifest, out: str | Pa
     ``aggregate_by`` (``max``/``mean``) and ``subgroups`` (column names).
 
     ``part`` chooses the images (:func:`~dermlearn.inference.unseen.unseen_images`): by
-    default every image the model never trained on; the report says which."""
+    default every image the model never trained on; the report says which. ``data_options``:
+    how to read ``data`` (:func:`~dermlearn.data.load`'s options: columns, separator, a user's
+    label aliases, ``invalid="drop"``), with the model's own taxonomy."""
     from dermlearn.inference import Predictor
     from dermlearn.inference.prediction import checked_views
     from dermlearn.inference.unseen import score_unseen, unseen_images
@@ -191,7 +204,9 @@ def evaluate_model(model: str | Path, data: str | Path | Manifest, out: str | Pa
     check_output_dir(out)
     predictor = Predictor.load(model)
     checked_views(predictor, tta)
-    manifest = data if isinstance(data, Manifest) else load(data, taxonomy=predictor.taxonomy)
+    manifest = data if isinstance(data, Manifest) else load(
+        data, taxonomy=predictor.taxonomy, **(data_options or {}))
+    _write_dropped(manifest, out)
     scope = unseen_images(predictor, manifest, part)
     sub = manifest.subset(scope.rows)
     # Every label must name one training class before a minute of scoring (a coarser label

@@ -28,7 +28,9 @@ def serve(model: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
 
     Each worker process loads its own copy of the model; ``threads`` (default: cores /
     workers) bounds each one's intra-op parallelism. With ``backend="onnx"`` the ONNX export is
-    made (or found up to date) once, before the workers start.
+    made (or found up to date) once, before the workers start; ``backend="auto"`` (the CLI's
+    default) chooses as ``predict``'s (:func:`~dermlearn.inference.backends.resolve_backend`):
+    ONNX Runtime when installed, else PyTorch, also when the export cannot be made (a warning).
     """
     import uvicorn
 
@@ -44,10 +46,21 @@ def serve(model: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     read_config(model_dir)  # a clear error now rather than in every worker
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     onnx_path = None
+    auto = backend == "auto"
+    if auto:
+        from dermlearn.inference.backends import resolve_backend
+
+        backend = resolve_backend(backend)
     if backend == "onnx":
         from dermlearn.inference.onnx_export import ensure_onnx
 
-        onnx_path = str(ensure_onnx(model_dir))
+        try:
+            onnx_path = str(ensure_onnx(model_dir))
+        except Exception as exc:  # noqa: BLE001 - auto, as predict's: PyTorch when no export
+            if not auto:
+                raise
+            log.warning("ONNX Runtime unavailable for %s (%s); using PyTorch", model_dir, exc)
+            backend = "torch"
     if keep_uploads:
         keep_uploads = Path(keep_uploads).resolve()
         keep_uploads.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Diagnosis taxonomy: tree + aliases + levels, Esteva's partitioning, and probability aggregation."""
 from dermlearn.taxonomy.inference import aggregate, level_labels, node_probability
-from dermlearn.taxonomy.io import builtin_taxonomies, load_taxonomy
+from dermlearn.taxonomy.io import builtin_taxonomies, load_taxonomy, read_aliases
 from dermlearn.taxonomy.labels import normalize_label
 from dermlearn.taxonomy.partition import (
     assign_classes,
@@ -24,5 +24,6 @@ __all__ = [
     "node_probability",
     "normalize_label",
     "partition",
+    "read_aliases",
     "resolve_classes",
 ]

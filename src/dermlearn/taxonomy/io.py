@@ -18,7 +18,7 @@ import yaml
 from dermlearn.errors import TaxonomyError
 from dermlearn.taxonomy.tree import Taxonomy
 
-__all__ = ["builtin_taxonomies", "load_taxonomy"]
+__all__ = ["builtin_taxonomies", "load_taxonomy", "read_aliases"]
 
 _SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -116,3 +116,28 @@ def load_taxonomy(spec: Taxonomy | str | os.PathLike | Mapping[str, Any]) -> Tax
         raise TaxonomyError(f"unknown taxonomy {spec!r}: built-in taxonomies are "
                             f"{', '.join(builtin_taxonomies())}; or pass a .yaml/.yml/.json file")
     raise TaxonomyError(f"cannot load a taxonomy from {type(spec).__name__} {spec!r}")
+
+
+def read_aliases(spec: str | os.PathLike | Mapping[str, str]) -> dict[str, str]:
+    """A user's label aliases, ``{label: node id, name or alias}``: a mapping, or a YAML (or
+    JSON) file of ``label: node_id`` lines (``Pigmented benign keratosis: bkl``). The labels
+    are not checked here: :meth:`Taxonomy.with_aliases` checks them against a tree."""
+    if isinstance(spec, Mapping):
+        return {str(k): v for k, v in spec.items()}
+    path = Path(os.fspath(spec)).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TaxonomyError(f"alias file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise TaxonomyError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise TaxonomyError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    data = _parse_text(text, ".json" if path.suffix.lower() == ".json" else ".yaml", str(path))
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping) or any(not isinstance(v, str) for v in data.values()):
+        raise TaxonomyError(f"{path}: an alias file holds 'label: node_id' lines (a mapping of "
+                            f"strings), e.g.\n  Pigmented benign keratosis: bkl\n  histo SK: "
+                            f"seborrheic_keratosis")
+    return {str(k): v for k, v in data.items()}

@@ -13,15 +13,18 @@ from dermlearn.errors import TaxonomyError
 
 __all__ = ["normalize_label"]
 
-_SEPARATORS = re.compile(r"[\s_\-]+")
+_POSSESSIVE = re.compile(r"['\u2019]s\b")
+_APOSTROPHES = re.compile(r"['\u2019]")
+_SEPARATORS = re.compile(r"[\W_]+")
 
 
 def normalize_label(label: str) -> str:
-    """Matching key of a label: ignores case, accents, apostrophes, surrounding whitespace
-    and differences between ``_``, ``-`` and spaces (``"Bowen's-disease"`` == ``"bowens disease"``)."""
+    """Matching key of a label: ignores case, accents, a possessive ``'s``, other apostrophes,
+    surrounding whitespace and every other punctuation (``_``, ``-``, ``/``, ``.``, ``(``...),
+    so ``"Bowen's-disease"`` == ``"bowen disease"`` and ``"Lentigo, NOS"`` == ``"lentigo nos"``."""
     text = unicodedata.normalize("NFKD", label)
     text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    text = text.casefold().replace("'", "").replace("\u2019", "")
+    text = _APOSTROPHES.sub("", _POSSESSIVE.sub("", text.casefold()))
     return _SEPARATORS.sub(" ", text).strip()
 
 

@@ -127,7 +127,9 @@ def ensemble_runs(runs: list[str | Path], out: str | Path, *, progress: bool = F
     frame["label"] = labels
     frame["fold"] = first["val"]["fold"].to_numpy()
     atomic_write(out / "val_predictions.csv", lambda tmp: frame.to_csv(tmp, index=False))
-    manifest = load(first["state"]["data"], taxonomy=first["config"]["taxonomy"])
+    manifest = load(first["state"]["data"], taxonomy=first["config"]["taxonomy"],
+                    **{k: v for k, v in first["state"].get("data_options", {}).items()
+                       if k != "aliases"})  # the tree holds the aliases
     metrics = evaluate_predictions(frame, classes, manifest)
     metrics.update({
         "classes": classes, "validation": "lesion-grouped hold-out (shared by every member)",

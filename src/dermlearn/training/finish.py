@@ -3,6 +3,7 @@ calibration and the out-of-distribution screen -- each file written atomically.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from dermlearn.training.runs import FoldData, RunSetup
 
 __all__ = ["MIN_CALIBRATION_IMAGES", "OOD_FIT_IMAGES", "evaluate_predictions", "finish_run",
            "headline", "read_fold_predictions", "write_fold_predictions"]
+
+log = logging.getLogger(__name__)
 
 #: Training images (at most) whose features set the out-of-distribution screen.
 OOD_FIT_IMAGES = 1000
@@ -145,10 +148,17 @@ def _calibrate(model_dir: Path, frame: pd.DataFrame, classes: list[str],
                         assign_classes(manifest.taxonomy, frame["label"], classes)])
     result: dict[str, Any] = {"ece": expected_calibration_error(targets, probs)}
     if len(frame) < MIN_CALIBRATION_IMAGES:
+        log.warning(f"calibration skipped: {len(frame)} validation images, fewer than the "
+                    f"{MIN_CALIBRATION_IMAGES} needed to fit a temperature; the model's "
+                    f"probabilities are uncalibrated (temperature 1); validate on more images "
+                    f"(--folds K scores every image once, or a larger --val-fraction)")
         return {**result, "temperature": 1.0,
                 "skipped": f"{len(frame)} validation images < {MIN_CALIBRATION_IMAGES}"}
     temperature = fit_temperature(np.log(np.clip(probs, 1e-12, 1.0)), targets)
     if not TEMPERATURE_BOUNDS[0] * 1.01 < temperature < TEMPERATURE_BOUNDS[1] * 0.99:
+        log.warning(f"calibration skipped: the fitted temperature {temperature:.3g} is at a "
+                    f"bound (the validation images are separated perfectly or not at all); "
+                    f"the model's probabilities are uncalibrated (temperature 1)")
         return {**result, "temperature": 1.0,
                 "skipped": f"fitted temperature {temperature:.3g} at a bound"}
     update_config(model_dir, temperature=temperature)

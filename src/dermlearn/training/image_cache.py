@@ -30,6 +30,7 @@ from PIL import Image
 from dermlearn.atomic import atomic_write
 from dermlearn.cache_dirs import user_cache_dir
 from dermlearn.data.images import read_image
+from dermlearn.data.sources import stat_image
 
 __all__ = ["ImageCache", "cache_side", "default_image_cache_dir"]
 
@@ -70,7 +71,7 @@ class ImageCache:
     def key(self, path: str | os.PathLike) -> str:
         """Content-addressed by path, size, mtime and the resize settings."""
         path = os.path.abspath(os.fspath(path))
-        st = os.stat(path)  # FileNotFoundError: read_image reports it in the project's words
+        st = stat_image(path)  # FileNotFoundError: read_image reports it in the project's words
         text = f"v{FORMAT_VERSION}|{path}|{st.st_size}|{st.st_mtime_ns}|{self.side}|" \
                f"{self.interpolation}"
         return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()

@@ -1,6 +1,7 @@
 """``dermlearn train``'s recipe flags, generated from the
 :class:`~dermlearn.training.recipes.Recipe` model: one ``--field-name`` per chosen field, its
-help the field's description and default.
+help the field's description and default (as every ``dermlearn`` option: ``(default: X)``,
+none shown for a default that is None or off).
 
 A flag's value goes to the recipe as given (text), so the Recipe checks it like a config file's
 value and a wrong one is a :class:`~dermlearn.training.recipes.RecipeError` naming the field;
@@ -71,7 +72,8 @@ def add_recipe_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
         else:
             kwargs["type"] = _value(optional="None" in kinds and "str" not in kinds)
             kwargs["metavar"] = METAVARS.get(name, name.upper())
-        help_text += f" (default: {_show(info.default)})"  # the declared default: no validation
+        if info.default is not None and info.default is not False:  # None/off: nothing to show
+            help_text += f" (default: {_show(info.default)})"  # the declared default, as is
         parser.add_argument(flag_name(name), help=help_text, **kwargs)
     return tuple(fields)
 

@@ -58,7 +58,8 @@ def train(data: str | Path | Manifest | None = None, out: str | Path = "runs/run
           splits: str | Path | pd.DataFrame | None = None, device: str = "auto",
           resume: bool = False, progress: bool = True,
           feature_cache: str | Path | None = None,
-          taxonomy: str | Path | Taxonomy | None = None) -> dict:
+          taxonomy: str | Path | Taxonomy | None = None,
+          data_options: dict[str, Any] | None = None) -> dict:
     """Train (or, with ``resume=True``, continue training) a model; returns ``metrics.json``.
 
     ``recipe`` may also name an ensemble recipe (``ensemble3``): each member is trained as a
@@ -69,7 +70,10 @@ def train(data: str | Path | Manifest | None = None, out: str | Path = "runs/run
     automatic splits. ``recipe`` is a name from :data:`~dermlearn.training.recipes.RECIPES` or
     a Recipe; ``overrides`` replace recipe fields. ``taxonomy`` reads the labels (built-in
     name, YAML/JSON file or ``"flat"``; default ``"dermatology"``); the tree is saved with the
-    run and the model. With ``recipe.folds > 1`` one model per lesion-grouped fold is trained,
+    run and the model. ``data_options`` are :func:`~dermlearn.data.load`'s reading options
+    (``label_col``, ``sep``, ``aliases``, ``invalid="drop"`` to leave out invalid rows, listed
+    in ``RUN/dropped.csv``...), recorded in ``run.json`` so that a resumed run reads the data
+    the same way. With ``recipe.folds > 1`` one model per lesion-grouped fold is trained,
     saved as an ensemble, and metrics are given per fold, as mean +- sd and on the pooled
     out-of-fold predictions.
     """
@@ -80,18 +84,21 @@ def train(data: str | Path | Manifest | None = None, out: str | Path = "runs/run
                            f"again (finished members are kept)")
         return _train_ensemble_recipe(recipe, data, out, overrides=overrides, splits=splits,
                                       device=device, progress=progress,
-                                      feature_cache=feature_cache, taxonomy=taxonomy)
+                                      feature_cache=feature_cache, taxonomy=taxonomy,
+                                      data_options=data_options)
     if resume:
         refuse_resume_options(out, [name for name, given in (
             ("data", data is not None), ("recipe", not (isinstance(recipe, str)
                                                         and recipe == "default")),
             ("overrides", bool(overrides)), ("splits", splits is not None),
             ("device", device != "auto"), ("feature_cache", feature_cache is not None),
-            ("taxonomy", taxonomy is not None)) if given])
+            ("taxonomy", taxonomy is not None), ("data_options", bool(data_options)))
+            if given])
         plan = plan_resumed_run(out)
     else:
         plan = plan_new_run(data, out, recipe=recipe, overrides=overrides, splits=splits,
-                            device=device, feature_cache=feature_cache, taxonomy=taxonomy)
+                            device=device, feature_cache=feature_cache, taxonomy=taxonomy,
+                            data_options=data_options)
     # Data-parallel runs (recipe.devices x num_nodes > 1) execute this function in every
     # process; only global rank 0 writes files. Features mode runs in one process.
     rank = env_rank(plan.recipe.devices)
@@ -187,7 +194,7 @@ def _refit(setup: RunSetup, progress: bool) -> None:
 
 def _train_ensemble_recipe(name: str, data, out: Path, *, overrides: dict[str, Any] | None,
                            splits, device: str, progress: bool, feature_cache,
-                           taxonomy) -> dict:
+                           taxonomy, data_options: dict[str, Any] | None) -> dict:
     """Train each member of ensemble recipe ``name`` (``overrides`` applied to all) on one split
     and combine them; members already finished are kept, a stopped one is resumed."""
     from dermlearn.training.ensemble import ensemble_runs
@@ -203,7 +210,7 @@ def _train_ensemble_recipe(name: str, data, out: Path, *, overrides: dict[str, A
             else:
                 train(data, run, overrides={**fields, **(overrides or {})}, splits=splits,
                       device=device, progress=progress, feature_cache=feature_cache,
-                      taxonomy=taxonomy)
+                      taxonomy=taxonomy, data_options=data_options)
         splits = splits if splits is not None else run / "splits.csv"  # one split for all
         runs.append(run)
     if (out / "model").exists():  # an ensembling that stopped: its copies are made again

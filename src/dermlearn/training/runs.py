@@ -20,7 +20,7 @@ import pandas as pd
 
 from dermlearn.atomic import atomic_write, atomic_write_json, check_output_dir
 from dermlearn.data import Manifest, load
-from dermlearn.data.loading import parse_spec
+from dermlearn.data.loading import check_data_options, parse_spec
 from dermlearn.errors import DataError, DermlearnError
 from dermlearn.parallel import resolve_device
 from dermlearn.splits import (
@@ -30,6 +30,7 @@ from dermlearn.splits import (
     load_splits,
     make_splits,
     save_splits,
+    warn_short_classes,
 )
 from dermlearn.taxonomy import Taxonomy, assign_classes, partition
 from dermlearn.training.recipes import Recipe, get_recipe
@@ -42,6 +43,8 @@ RUN_FILE = "run.json"
 #: A Manifest given to ``train`` is saved in the run as this CSV, so that the run can resume.
 DATA_FILE = "data.csv"
 SPLITS_FILE = "splits.csv"
+#: The rows a lenient read of the data dropped, with the reason for each (when any were).
+DROPPED_FILE = "dropped.csv"
 
 
 class RunError(DermlearnError):
@@ -70,6 +73,8 @@ class RunPlan:
     feature_cache: str | None = None
     taxonomy: str | dict | Taxonomy | None = None
     resume: bool = False
+    #: how to read ``data`` (``load``'s options: columns, separator, aliases, lenient...)
+    data_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -111,7 +116,8 @@ def absolute_data_spec(spec: str | Path) -> str:
 def plan_new_run(data: str | Path | Manifest | None, out: Path, *, recipe: str | Recipe,
                  overrides: dict[str, Any] | None, splits: str | Path | pd.DataFrame | None,
                  device: str, feature_cache: str | Path | None,
-                 taxonomy: str | Path | Taxonomy | None) -> RunPlan:
+                 taxonomy: str | Path | Taxonomy | None,
+                 data_options: dict[str, Any] | None = None) -> RunPlan:
     """A new run in ``out``, checked: the data exists, the recipe is valid, ``out`` holds no run."""
     from dermlearn.parallel import env_rank
 
@@ -138,6 +144,11 @@ def plan_new_run(data: str | Path | Manifest | None, out: Path, *, recipe: str |
                        f"choose another --out")
     if isinstance(data, Manifest) and taxonomy is not None:
         raise RunError("a Manifest brings its own taxonomy: drop taxonomy=")
+    options = check_data_options(data_options)
+    if isinstance(data, Manifest) and options:
+        raise RunError(f"a Manifest is read already: drop data_options ({', '.join(options)})")
+    if "aliases" in options and not isinstance(options["aliases"], dict):
+        options["aliases"] = str(Path(options["aliases"]).expanduser().resolve())
     # Absolute, so that the run means the same files from any folder (--resume, and
     # evaluation's check that it does not score the model's own training images).
     return RunPlan(
@@ -146,7 +157,7 @@ def plan_new_run(data: str | Path | Manifest | None, out: Path, *, recipe: str |
         splits=splits if isinstance(splits, pd.DataFrame) or splits is None
         else str(Path(splits).expanduser().resolve()),
         feature_cache=str(Path(feature_cache).expanduser().resolve()) if feature_cache else None,
-        taxonomy=taxonomy)
+        taxonomy=taxonomy, data_options=options)
 
 
 def plan_resumed_run(out: Path) -> RunPlan:
@@ -170,7 +181,10 @@ def plan_resumed_run(out: Path) -> RunPlan:
     return RunPlan(out=out, data=_resumed_data(state, run_file), recipe=recipe, device=device,
                    splits=state.get("splits"), feature_cache=state.get("feature_cache"),
                    # runs before 2026-12-03 recorded no tree: the default
-                   taxonomy=state.get("taxonomy") or "dermatology", resume=True)
+                   taxonomy=state.get("taxonomy") or "dermatology", resume=True,
+                   # the tree recorded holds the aliases a file added
+                   data_options={k: v for k, v in state.get("data_options", {}).items()
+                                 if k != "aliases"})
 
 
 def _resumed_data(state: dict, run_file: Path) -> str:
@@ -195,6 +209,7 @@ def _split_table(manifest: Manifest, plan: RunPlan, reuse_saved: bool) -> pd.Dat
     a worker process reading what rank 0 wrote) and it exists, else the splits given, else
     lesion-grouped automatic splits. Nothing is written here."""
     recipe, saved = plan.recipe, plan.out / SPLITS_FILE
+    made = None
     if reuse_saved and saved.exists():
         table = load_splits(saved, manifest)
     elif isinstance(plan.splits, pd.DataFrame):
@@ -206,13 +221,15 @@ def _split_table(manifest: Manifest, plan: RunPlan, reuse_saved: bool) -> pd.Dat
     else:
         n_parts = recipe.folds if recipe.folds > 1 else max(2, int(round(1 / recipe.val_fraction)))
         try:
-            table = make_splits(manifest, n_parts, group="lesion", seed=recipe.seed)
+            table = made = make_splits(manifest, n_parts, group="lesion", seed=recipe.seed)
         except DataError as exc:
             asked = (f"--folds {recipe.folds}" if recipe.folds > 1 else
                      f"val_fraction {recipe.val_fraction} (1 part in {n_parts})")
             raise RunError(f"{asked} needs at least {n_parts} lesions: {exc}") from None
     table = table.set_index("image_id").loc[manifest.table["image_id"]].reset_index()
     check_no_leakage(table, manifest=manifest)
+    if made is None:  # make_splits warned already
+        warn_short_classes(table.assign(label=manifest.table["label"].to_numpy()))
     return table
 
 
@@ -245,7 +262,7 @@ def prepare(plan: RunPlan, rank: int = 0) -> RunSetup:
         manifest = plan.data
     else:
         manifest = load(plan.data, taxonomy="dermatology" if plan.taxonomy is None
-                        else plan.taxonomy)
+                        else plan.taxonomy, **plan.data_options)
     table = _split_table(manifest, plan, reuse_saved=plan.resume or rank != 0)
     folds = _folds(table, plan.recipe)
     usable = np.flatnonzero(table["fold"].to_numpy() != TEST)
@@ -272,6 +289,7 @@ def write_run_record(setup: RunSetup) -> None:
     atomic_write(out / SPLITS_FILE, lambda tmp: save_splits(setup.splits, tmp))
     if plan.resume:
         return
+    setup.manifest.write_dropped(out / DROPPED_FILE)  # rows a lenient read left out, and why
     data, splits = plan.data, plan.splits
     if isinstance(data, Manifest):  # saved, so that --resume reads exactly these images
         columns = ["image_id", "path", "label", "lesion_id", "patient_id", "age", "sex", "site",
@@ -286,4 +304,5 @@ def write_run_record(setup: RunSetup) -> None:
     atomic_write_json(out / RUN_FILE, {
         "data": data, "splits": splits, "device": plan.device, "recipe": plan.recipe.to_dict(),
         "feature_cache": plan.feature_cache, "taxonomy": setup.manifest.taxonomy.to_dict(),
+        "data_options": plan.data_options,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S")})

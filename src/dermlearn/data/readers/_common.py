@@ -1,6 +1,7 @@
 """Helpers shared by the dataset readers: safe CSV reading, image indexing, metadata cleaning."""
 from __future__ import annotations
 
+import csv
 import re
 import warnings
 from pathlib import Path
@@ -10,6 +11,7 @@ import pandas as pd
 
 from dermlearn.data.images import IMAGE_EXTENSIONS
 from dermlearn.data.manifest import Problem
+from dermlearn.data.sources import walk_files
 from dermlearn.errors import DataError
 
 _MISSING = {"", "unknown", "nan", "none", "na", "n/a", "null", "?"}
@@ -56,6 +58,33 @@ def read_table(path: Path, **kwargs) -> pd.DataFrame:
     return table.drop(columns=empty) if empty else table
 
 
+#: Field separators :func:`sniff_separator` chooses between, most usual first.
+SEPARATORS = (",", ";", "\t", "|")
+
+
+def sniff_separator(path: Path, sample_lines: int = 50) -> str:
+    """The field separator of a delimited text file: the one of :data:`SEPARATORS` that splits
+    the header into the most columns and every sampled line into as many (quotes respected);
+    ``,`` when none does better."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            lines = [line for _, line in zip(range(sample_lines), f)]
+    except (OSError, UnicodeDecodeError):
+        return ","  # read_table reports the problem with the file
+    best, best_fields = ",", 1
+    for sep in SEPARATORS:
+        rows = [r for r in csv.reader(lines, delimiter=sep) if r]
+        if not rows:
+            continue
+        fields = len(rows[0])
+        # data rows may end with one empty extra field (Excel's trailing separator)
+        consistent = all(len(r) == fields or (len(r) == fields + 1 and not r[-1].strip())
+                         for r in rows[1:])
+        if fields > best_fields and consistent:
+            best, best_fields = sep, fields
+    return best
+
+
 def decode_error_location(path: Path, exc: UnicodeDecodeError | None = None) -> str:
     """Where ``path`` first stops being UTF-8: ``byte 0xe9 at line 12, column 5, byte offset
     1374)``. pandas decodes in chunks, so the offset in its exception is chunk-relative; the
@@ -95,16 +124,15 @@ def find_column(table: pd.DataFrame, candidates: tuple[str, ...]) -> str | None:
 
 
 def index_images(root: Path, exclude_dirs: tuple[str, ...] = ()) -> tuple[dict[str, Path], list[Problem]]:
-    """Map image stem -> path for every image file under ``root`` (recursive).
+    """Map image stem -> path for every image file under ``root`` (recursive, following
+    symbolic links to folders; see :func:`dermlearn.data.sources.walk_files`).
 
     A stem found twice is reported (the first path, in sorted order, is used).
     """
     index: dict[str, Path] = {}
     problems: list[Problem] = []
-    for path in sorted(root.rglob("*")):
+    for path in sorted(walk_files(root, exclude_dirs=exclude_dirs)):
         if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
-            continue
-        if any(part in exclude_dirs for part in path.relative_to(root).parts[:-1]):
             continue
         if path.stem in index:
             problems.append(Problem("duplicate_file", f"image {path.stem!r} found twice: "

@@ -1,9 +1,11 @@
 """Any manifest CSV with at least an image (path or id) column and a label column.
 
-Column names are guessed from common spellings, or given explicitly (``path_col``,
-``label_col``...). A folder with a ``manifest.csv`` is read as that file. Relative paths resolve
-against ``images`` (default: the CSV's folder); an image id without a path is looked up by file
-name under that folder.
+Column names are guessed from common spellings, or given explicitly (``label_col``,
+``image_col``, ``id_col``, ``lesion_col``...; on the command line ``--label-col`` etc.). The
+field separator (``,`` ``;`` tab or ``|``) is sniffed from the file unless ``sep`` is given. A
+folder with a ``manifest.csv`` is read as that file. Relative paths resolve against ``images``
+(default: the CSV's folder); an image id without a path is looked up by file name under that
+folder.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from dermlearn.data.readers._common import (
     index_images,
     read_table,
     resolve_paths,
+    sniff_separator,
     source_rows,
 )
 from dermlearn.errors import DataError
@@ -28,7 +31,8 @@ from dermlearn.errors import DataError
 GUESSES = {
     "path": ("path", "image_path", "filepath", "file_path", "file", "filename", "file_name"),
     "image_id": ("image_id", "image", "image_name", "isic_id", "id", "name"),
-    "label": ("label", "dx", "diagnosis", "class", "target", "category"),
+    "label": ("label", "dx", "diagnosis", "class", "target", "category", "diagnosis_1",
+              "histo_dx", "histopathology", "clinical_dx"),
     "lesion_id": ("lesion_id", "lesion"),
     "patient_id": ("patient_id", "patient"),
     "age": ("age", "age_approx"),
@@ -37,6 +41,13 @@ GUESSES = {
     "label_source": ("label_source", "dx_type", "diagnosis_confirm_type"),
 }
 
+
+#: Option name (``load(..., label_col=)``, ``--label-col``) -> the field it names.
+COLUMN_OPTIONS = {"image_col": "path", "id_col": "image_id", "label_col": "label",
+                  "lesion_col": "lesion_id", "patient_col": "patient_id", "age_col": "age",
+                  "sex_col": "sex", "site_col": "site", "label_source_col": "label_source"}
+#: What each option is called on the command line, for messages.
+_FLAG = {name: "--" + name.replace("_", "-") for name in COLUMN_OPTIONS}
 
 #: A folder holding this file is read as a csv manifest (dermlearn's own convention).
 MANIFEST_FILE = "manifest.csv"
@@ -48,28 +59,41 @@ def detect(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in (".csv", ".tsv")
 
 
-def read(path: Path, images: str | Path | None = None,
-         **columns: str) -> tuple[pd.DataFrame, list[Problem]]:
-    """Read a manifest CSV; ``columns`` maps a manifest column (``path_col='file'``...) to a CSV column."""
+def read(path: Path, images: str | Path | None = None, sep: str | None = None,
+         **columns: str | None) -> tuple[pd.DataFrame, list[Problem]]:
+    """Read a manifest CSV; ``columns`` names CSV columns by option (``label_col='histo_dx'``,
+    ``image_col='file'``..., see :data:`COLUMN_OPTIONS`); ``sep`` the field separator (default:
+    sniffed)."""
     if path.is_dir() and (path / MANIFEST_FILE).is_file():
         path = path / MANIFEST_FILE
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    raw = read_table(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+    unknown = sorted(set(columns) - set(COLUMN_OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown options {unknown}; csv takes {sorted(COLUMN_OPTIONS)}, sep, images")
+    sep = sep or ("\t" if path.suffix.lower() == ".tsv" else sniff_separator(path))
+    raw = read_table(path, sep=sep)
     chosen: dict[str, str | None] = {}
-    for field, guesses in GUESSES.items():
-        explicit = columns.pop(f"{field}_col", None)
+    for option, field in COLUMN_OPTIONS.items():
+        explicit = columns.get(option)
         if explicit is not None and explicit not in raw.columns:
-            raise DataError(f"{path}: column {explicit!r} (given for {field}) not found; "
-                            f"columns are {list(raw.columns)}")
-        chosen[field] = explicit or find_column(raw, guesses)
-    if columns:
-        raise TypeError(f"unknown options {sorted(columns)}")
+            found = find_column(raw, (explicit,))
+            if found is None:
+                raise DataError(f"{path}: column {explicit!r} (given with {_FLAG[option]}) not "
+                                f"found; columns are {', '.join(map(str, raw.columns))}"
+                                + _separator_hint(raw, sep))
+            explicit = found
+        chosen[field] = explicit or find_column(raw, GUESSES[field])
     if chosen["label"] is None:
-        raise DataError(f"{path}: no label column (tried {GUESSES['label']}); name it with label_col")
+        raise DataError(f"{path}: no label column (tried {', '.join(GUESSES['label'])}); name it "
+                        f"with --label-col COLUMN (Python: label_col=); columns are "
+                        f"{', '.join(map(str, raw.columns))}" + _separator_hint(raw, sep))
     if chosen["path"] is None and chosen["image_id"] is None:
-        raise DataError(f"{path}: no image path or id column (tried {GUESSES['path']} and "
-                        f"{GUESSES['image_id']}); name it with path_col")
+        raise DataError(f"{path}: no image path or id column (tried {', '.join(GUESSES['path'])}, "
+                        f"{', '.join(GUESSES['image_id'])}); name it with --image-col COLUMN "
+                        f"(a file name or path) or --id-col COLUMN (an image id looked up in the "
+                        f"CSV's folder); columns are {', '.join(map(str, raw.columns))}"
+                        + _separator_hint(raw, sep))
     root = Path(images) if images else path.parent
     problems: list[Problem] = []
     if chosen["path"] is not None:
@@ -109,3 +133,11 @@ def read(path: Path, images: str | Path | None = None,
         if extra not in used and extra not in table.columns:
             table[extra] = raw[extra].to_numpy()
     return table, problems
+
+
+def _separator_hint(raw: pd.DataFrame, sep: str) -> str:
+    """A hint when the whole header was read as one column: the separator is probably not
+    ``sep``."""
+    if len(raw.columns) == 1:
+        return f" (the header was read as one column with separator {sep!r}: give --sep)"
+    return ""

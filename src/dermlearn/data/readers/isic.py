@@ -108,7 +108,7 @@ def read(path: Path, metadata: str | Path | None = None,
 def _labels(gt: pd.DataFrame, path: Path) -> tuple[list[str | None], list[Problem]]:
     diagnosis = find_column(gt, ("diagnosis",))
     target = find_column(gt, ("target", "benign_malignant"))
-    one_hot = [c for c in gt.columns if c.upper() in ONE_HOT and c.upper() != "UNK"]
+    one_hot = [c for c in gt.columns if c.upper() in ONE_HOT]
     rows = source_rows(path, len(gt))
     problems: list[Problem] = []
     if diagnosis is not None:
@@ -118,15 +118,28 @@ def _labels(gt: pd.DataFrame, path: Path) -> tuple[list[str | None], list[Proble
                 {"0": "benign", "1": "malignant", "benign": "benign", "malignant": "malignant"})
             labels = [d if d else coarse.iloc[i] for i, d in enumerate(labels)]
         return labels, problems
-    if len(one_hot) >= 2:
+    if len([c for c in one_hot if c.upper() != "UNK"]) >= 2:
         values = gt[one_hot].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
         labels = []
         for i, row in enumerate(values):
             hot = np.flatnonzero(row >= 0.5)
-            if len(hot) != 1 or np.isnan(row).any():
-                problems.append(Problem("bad_one_hot", f"expected exactly one class column set to "
-                                        f"1, found {[one_hot[j] for j in hot]}", file=str(path),
-                                        row=rows[i], image_id=str(gt.iloc[i, 0])))
+            image_id = str(gt.iloc[i, 0])
+            if len(hot) == 1 and not np.isnan(row).any() and one_hot[hot[0]].upper() == "UNK":
+                # ISIC 2019's 'none of the other diagnoses': no class to train or score on
+                problems.append(Problem(
+                    "unknown_class", f"image {image_id!r} is marked {one_hot[hot[0]]}=1 (ISIC's "
+                    f"'none of the other diagnoses'), which is no class to train or score on; "
+                    f"drop such rows with --lenient, or give the image its diagnosis",
+                    file=str(path), row=rows[i], image_id=image_id))
+                labels.append(None)
+            elif len(hot) != 1 or np.isnan(row).any():
+                blank = [one_hot[j] for j in np.flatnonzero(np.isnan(row))]
+                found = ", ".join(f"{one_hot[j]}=1" for j in hot) or "none"
+                problems.append(Problem(
+                    "bad_one_hot", f"image {image_id!r}: expected exactly one class column set to "
+                    f"1 (of {', '.join(one_hot)}), found {found}"
+                    + (f"; not a number in {', '.join(blank)}" if blank else ""),
+                    file=str(path), row=rows[i], image_id=image_id))
                 labels.append(None)
             else:
                 labels.append(one_hot[hot[0]])

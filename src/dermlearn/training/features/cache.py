@@ -36,6 +36,7 @@ from torch import nn
 
 from dermlearn.atomic import atomic_write
 from dermlearn.cache_dirs import user_cache_dir
+from dermlearn.data.sources import stat_image
 from dermlearn.errors import DermlearnError, ImageDecodeError
 from dermlearn.models.errors import ModelError
 from dermlearn.models.preprocessing import PreprocessConfig
@@ -143,10 +144,11 @@ def _json_hash(obj: Any, n: int = 20) -> str:
 
 
 def image_key(path: str | os.PathLike) -> str:
-    """Cache key of an image file: hash of its absolute path, size in bytes and ``mtime_ns``."""
+    """Cache key of an image file (or zip member): hash of its absolute path, size in bytes and
+    ``mtime_ns``."""
     p = Path(path).expanduser()
     try:
-        st = p.stat()
+        st = stat_image(p)
     except FileNotFoundError:
         raise ImageDecodeError(p, "file not found") from None
     except OSError as exc:
