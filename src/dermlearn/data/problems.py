@@ -61,7 +61,8 @@ def summarize_problems(problems: Sequence[Problem], source: str | None = None) -
             lines += [f"    {p.row or p.file or ''}: {p.message}" for p in found[:EXAMPLES]]
             lines.append(f"    ... and {len(found) - EXAMPLES} more")
     if summarised:
-        lines.append(f"the full list: dermlearn data inspect{f' {source}' if source else ''} --json")
+        lines.append(f"the full list: dermlearn data inspect{f' {source}' if source else ''} --json "
+                     f"(with the same reading options)")
     if "unknown_label" in by_kind:
         lines.append(UNKNOWN_LABEL_WAYS_OUT)
     return lines
