@@ -45,11 +45,7 @@ def check_data_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     """``options`` checked as :func:`load`'s reading options (``aliases``, ``invalid`` and the
     readers' options, e.g. ``label_col``, ``sep``), ``None`` values left out; DataError naming
     an unknown one. What ``train(..., data_options=)`` and ``evaluate`` pass on to ``load``."""
-    known = {"aliases", "invalid"} | {
-        name for reader in READERS.values()
-        for name in inspect.signature(reader.read).parameters if name != "path"} \
-        | set(READERS["csv"].COLUMN_OPTIONS)
-    known.discard("columns")
+    known = {"aliases", "invalid"}.union(*(_reader_options(fmt) for fmt in READERS))
     given = {k: v for k, v in (options or {}).items() if v is not None}
     unknown = sorted(set(given) - known)
     if unknown:
@@ -111,19 +107,20 @@ def load(spec: str | Path, *, taxonomy: str | Path | Taxonomy = "dermatology",
     return manifest
 
 
+def _reader_options(fmt: str) -> set[str]:
+    """The keyword options the reader of ``fmt`` takes (csv: its column options too)."""
+    params = inspect.signature(READERS[fmt].read).parameters
+    return {name for name, p in params.items()
+            if name != "path" and p.kind is not inspect.Parameter.VAR_KEYWORD} \
+        | set(getattr(READERS[fmt], "COLUMN_OPTIONS", ()))
+
+
 def _check_options(fmt: str, path: Path, options: dict) -> None:
     """DataError naming a reading option that the format's reader does not take."""
-    given = [k for k, v in options.items() if v is not None]
-    takes = set(inspect.signature(READERS[fmt].read).parameters) - {"path"}
-    accepts_columns = any(p.kind is inspect.Parameter.VAR_KEYWORD
-                          for p in inspect.signature(READERS[fmt].read).parameters.values())
-    wrong = [k for k in given if k not in takes and not (accepts_columns and k.endswith("_col"))]
+    wrong = [k for k, v in options.items() if v is not None and k not in _reader_options(fmt)]
     if wrong:
         flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
-        users = [n for n, r in READERS.items() if all(
-            k in inspect.signature(r.read).parameters or k.endswith("_col") and any(
-                p.kind is inspect.Parameter.VAR_KEYWORD
-                for p in inspect.signature(r.read).parameters.values()) for k in wrong)]
+        users = [name for name in READERS if set(wrong) <= _reader_options(name)]
         raise DataError(f"{path} was read as {fmt} data, which does not take {flags}"
                         + (f" (it applies to {', '.join(users)} data: prefix the path, e.g. "
                            f"{users[0]}:{path})" if users else ""))
