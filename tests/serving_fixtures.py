@@ -178,3 +178,20 @@ class ServerProcess:
         if self.process.stdout is not None:
             self.log = self.process.stdout.read()
             self.process.stdout.close()
+
+
+def fit_synthetic_ood(model_dir: Path, n: int = 16, size: int = 160) -> Path:
+    """Fit and save OOD statistics for ``model_dir`` on ``n`` synthetic lesion images (the
+    service refuses a model without them unless told ``--no-ood``); returns ``model_dir``."""
+    from dermlearn.inference.ood import fit_ood
+    from dermlearn.inference.predictor import Predictor
+
+    images = [synthetic_lesion(size=size, seed=i) for i in range(n)]
+    folder = Path(model_dir).parent / f".ood-fit-{Path(model_dir).name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(folder / f"{i}.png")
+        image.save(paths[-1])
+    fit_ood(Predictor.load(model_dir), paths, folds=4).save(model_dir)
+    return Path(model_dir)

@@ -44,7 +44,7 @@ def model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(model_dir):
-    with TestClient(create_app(model_dir, max_upload_mb=2)) as c:
+    with TestClient(create_app(model_dir, max_upload_mb=2, ood=False)) as c:
         yield c
 
 
@@ -154,7 +154,7 @@ def test_ood_field_with_statistics(ood_model_dir):
 def test_onnx_backend_matches_torch(client, model_dir):
     data = photo()
     torch_probs = post(client, data).json()["probabilities"]
-    with TestClient(create_app(model_dir, backend="onnx")) as c:
+    with TestClient(create_app(model_dir, backend="onnx", ood=False)) as c:
         body = post(c, data).json()
     assert body["model"]["backend"] == "onnx"
     np.testing.assert_allclose(list(body["probabilities"].values()), list(torch_probs.values()),
@@ -182,7 +182,7 @@ def test_patient_fields_reach_a_fusion_model(fusion_dir, backend):
     data = photo()
     batch = predictor.transform(Image.open(io.BytesIO(data)).convert("RGB"))[None]
     encode = predictor.metadata_encoder.encode
-    with TestClient(create_app(fusion_dir, backend=backend)) as c:
+    with TestClient(create_app(fusion_dir, backend=backend, ood=False)) as c:
         assert c.get("/v1/model").json()["patient_inputs"]["sites"] == SITES
         body = post_with(c, data, {"age": "70", "sex": "Male", "site": "Back"},
                          query="?explain=gradcam").json()
@@ -240,7 +240,7 @@ def test_decompression_bomb_20000_squared(client):
 
 
 def test_pixel_limit_is_configurable(model_dir):
-    with TestClient(create_app(model_dir, max_pixels=100 * 100)) as c:
+    with TestClient(create_app(model_dir, max_pixels=100 * 100, ood=False)) as c:
         assert_error(post(c, png_bytes(synthetic_lesion(size=160)), ctype="image/png"), 413,
                      "image_too_large")
         assert post(c, png_bytes(synthetic_lesion(size=96)), ctype="image/png").status_code == 200
@@ -319,7 +319,7 @@ def test_uploads_never_touch_disk(model_dir, tmp_path, monkeypatch):
     data = png_bytes(image)
     assert len(data) > 1_100_000
     watched = [tmp_path, Path(tempfile.gettempdir()), model_dir]
-    with TestClient(create_app(model_dir, max_upload_mb=5)) as c:
+    with TestClient(create_app(model_dir, max_upload_mb=5, ood=False)) as c:
         before = [_snapshot(f) for f in watched]
         for _ in range(3):
             assert post(c, data, name="patient_jane_doe.png").status_code == 200
@@ -335,7 +335,7 @@ def test_uploads_never_touch_disk(model_dir, tmp_path, monkeypatch):
 def test_keep_uploads_saves_them(model_dir, tmp_path):
     keep = tmp_path / "kept"
     data = photo()
-    with TestClient(create_app(model_dir, keep_uploads=str(keep))) as c:
+    with TestClient(create_app(model_dir, keep_uploads=str(keep), ood=False)) as c:
         assert post(c, data, name="patient_jane_doe.jpg").status_code == 200
         assert post(c, b"not an image").status_code == 415
     files = sorted(keep.iterdir())
@@ -366,7 +366,7 @@ def test_model_card_validation_sources(model_dir, tmp_path):
                "per_class": {"mel": {"auc": 0.91, "sensitivity": 0.6}},
                "levels": {"melanoma_vs_rest": {"auc": 0.91}}}
     (run / "metrics.json").write_text(json.dumps(metrics))
-    with TestClient(create_app(run / "model")) as c:
+    with TestClient(create_app(run / "model", ood=False)) as c:
         validation = c.get("/v1/model").json()["validation"]
     assert validation["source"] == "metrics.json" and validation["auc_macro_ci"] == [0.85, 0.94]
     assert validation["per_class_auc"] == {"mel": 0.91}
@@ -374,7 +374,7 @@ def test_model_card_validation_sources(model_dir, tmp_path):
     config = json.loads((run / "model" / "config.json").read_text())
     config["validation"] = {"balanced_accuracy": {"value": 0.71, "ci": [0.68, 0.74]}}
     (run / "model" / "config.json").write_text(json.dumps(config))
-    with TestClient(create_app(run / "model")) as c:
+    with TestClient(create_app(run / "model", ood=False)) as c:
         validation = c.get("/v1/model").json()["validation"]
     assert validation == {"source": "model config",
                           "balanced_accuracy": {"value": 0.71, "ci": [0.68, 0.74]}}

@@ -34,7 +34,8 @@ def server(tmp_path_factory):
     model_dir = Path(model).resolve() if model else make_tiny_model(
         tmp_path_factory.mktemp("browser") / "demo-run" / "model", image_size=128)
     cwd = tmp_path_factory.mktemp("browser-cwd")
-    with ServerProcess(model_dir, "--backend", "onnx", "--log-level", "warning",
+    screen = [] if (model_dir / "ood.json").is_file() else ["--no-ood"]  # the tiny model has none
+    with ServerProcess(model_dir, "--backend", "onnx", "--log-level", "warning", *screen,
                        cwd=cwd) as proc:
         yield proc
 
@@ -117,7 +118,7 @@ def test_patient_fields_for_a_fusion_model(tmp_path):
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extras)")
     sites = ["back", "face", "lower extremity"]
     model_dir = make_tiny_model(tmp_path / "fusion-run" / "model", image_size=96, sites=sites)
-    with ServerProcess(model_dir, "--log-level", "warning", cwd=tmp_path) as server, \
+    with ServerProcess(model_dir, "--log-level", "warning", "--no-ood", cwd=tmp_path) as server, \
             browser_page() as page:
         page.goto(server.url + "/")
         page.wait_for_selector("#patient:not([hidden])")

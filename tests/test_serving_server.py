@@ -31,7 +31,7 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(model_dir, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("server-cwd")
-    with ServerProcess(model_dir, "--backend", "torch", "--max-upload-mb", str(MAX_UPLOAD_MB),
+    with ServerProcess(model_dir, "--no-ood", "--backend", "torch", "--max-upload-mb", str(MAX_UPLOAD_MB),
                        "--threads", "1", "--log-level", "warning", cwd=cwd) as proc:
         yield proc
     log = proc.log.decode(errors="replace")
@@ -219,7 +219,7 @@ def test_fuzz_1000_malformed_uploads(server):
 
 def test_real_server_terminates_cleanly(model_dir, tmp_path):
     """ONNX backend, default (info) logging: the access log names requests, never uploads."""
-    with ServerProcess(model_dir, "--backend", "onnx", "--threads", "1", cwd=tmp_path) as proc:
+    with ServerProcess(model_dir, "--no-ood", "--backend", "onnx", "--threads", "1", cwd=tmp_path) as proc:
         with httpx.Client(base_url=proc.url, timeout=60) as http:
             body = http.post("/v1/predict", files={"image": (
                 "jane_doe_back.png", png_bytes(synthetic_lesion()), "image/png")}).json()
@@ -237,7 +237,7 @@ def test_real_server_terminates_cleanly(model_dir, tmp_path):
 
 def test_worker_factory_reads_its_settings_from_the_environment(model_dir, monkeypatch):
     """``--workers N`` starts uvicorn with this factory; the settings travel as JSON."""
-    config = ServiceConfig(str(model_dir), max_upload_mb=0.5, top_k=2)
+    config = ServiceConfig(str(model_dir), max_upload_mb=0.5, top_k=2, ood=False)
     monkeypatch.setenv(ENV_CONFIG, config.to_env())
     with TestClient(app_from_env()) as client:
         body = client.post("/v1/predict", files={"image": (

@@ -18,6 +18,17 @@ BACKEND_HELP = ("inference engine: torch = PyTorch; onnx = ONNX Runtime on the m
                 "(benchmarks/bench.py: ~2-3x faster on CPU)")
 
 
+def _positive_float(text: str) -> float:
+    """An argparse ``type`` for a number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
+
+
 def _columns(table, level: str | None) -> str:
     """'C classes' or 'G groups of LEVEL' for a prediction table (``image`` + one column each)."""
     return f"{len(table.columns) - 1} {'groups of ' + level if level else 'classes'}"
@@ -78,19 +89,47 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                  workers=args.workers, threads=args.threads, keep_uploads=args.keep_uploads,
                  max_upload_mb=args.max_upload_mb, max_megapixels=args.max_megapixels,
                  max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                 log_level=args.log_level)
+                 log_level=args.log_level, token_file=args.token_file, insecure=args.insecure,
+                 ood=not args.no_ood, request_timeout_s=args.request_timeout_s,
+                 keep_alive_s=args.keep_alive_s, max_concurrency=args.max_concurrency,
+                 max_queue=args.max_queue, max_connections=args.max_connections,
+                 max_parts=args.max_parts, max_header_kb=args.max_header_kb,
+                 min_image_side=args.min_image_side)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from dermlearn.inference.onnx_export import export_onnx, read_onnx_metadata
+    from dermlearn.serving.server import terminate_cleanly
 
-    out = export_onnx(args.model, args.out, opset=args.opset)
+    _remove_stale_temporaries(Path(args.out))
+    with terminate_cleanly():  # `kill` mid-export: the temporary file is removed on the way out
+        out = export_onnx(args.model, args.out, opset=args.opset)
     meta = read_onnx_metadata(out)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB, ONNX opset {args.opset}, dynamic "
           f"batch): model {meta['model_id']} {meta['model_version']}, "
           f"{len(json.loads(meta['classes']))} classes, {meta['ensemble_members']} member(s), "
           f"input {meta['input_size']}, temperature {float(meta['temperature']):.3g}")
     return 0
+
+
+#: A leftover temporary file of an export older than this was left by a killed process (s).
+STALE_TEMPORARY_S = 3600
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Remove ``.OUT.<hex>.tmp`` files that an export killed beyond cleaning up (``kill -9``)
+    left beside ``out`` over :data:`STALE_TEMPORARY_S` ago (younger ones may be a running
+    export's)."""
+    import time
+
+    if not out.parent.is_dir():
+        return
+    stale = [p for p in out.parent.glob(f".{out.name}.*.tmp")
+             if p.is_file() and time.time() - p.stat().st_mtime > STALE_TEMPORARY_S]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        print(f"removed {len(stale)} temporary file(s) left by an interrupted export of {out}")
 
 
 def add_predict_commands(commands: argparse._SubParsersAction) -> None:
@@ -143,6 +182,43 @@ def add_predict_commands(commands: argparse._SubParsersAction) -> None:
     srv.add_argument("--log-level", default="info",
                      choices=["critical", "error", "warning", "info", "debug"],
                      help="log level of the server and the service")
+    access = srv.add_argument_group("access", "who may use the service (docs/serving.md, "
+                                    "Deploying)")
+    access.add_argument("--token-file", metavar="FILE", default=None,
+                        help="file whose first line is the bearer token that /v1/* and "
+                        "/metrics require ('Authorization: Bearer TOKEN'; at least 16 "
+                        "characters); without it the DERMLEARN_TOKEN environment variable, "
+                        "else no token")
+    access.add_argument("--insecure", action="store_true",
+                        help="allow a --host other than loopback without a token (only behind "
+                        "a proxy or network policy that controls access)")
+    access.add_argument("--no-ood", action="store_true",
+                        help="serve with the out-of-distribution screen off; without it, a "
+                        "model whose screen is missing, corrupt or stale is refused. The model "
+                        "card and every response then say the screen is off")
+    limits = srv.add_argument_group("limits", "what one client may cost the service; beyond "
+                                    "each, a JSON error")
+    limits.add_argument("--request-timeout-s", type=_positive_float, default=30.0,
+                        help="seconds a client has to send a request's head and body, from its "
+                        "first byte (408 after)")
+    limits.add_argument("--keep-alive-s", type=_positive_float, default=5.0,
+                        help="seconds an idle connection (a new one included) is kept open")
+    limits.add_argument("--max-concurrency", type=_positive_int, default=64,
+                        help="requests handled at once, health probes not counted (503 with "
+                        "Retry-After above)")
+    limits.add_argument("--max-queue", type=_positive_int, default=32,
+                        help="predictions decoding or waiting for the model (503 with "
+                        "Retry-After above)")
+    limits.add_argument("--max-connections", type=_positive_int, default=256,
+                        help="open connections, idle ones included (503 with Retry-After "
+                        "above)")
+    limits.add_argument("--max-parts", type=_positive_int, default=16,
+                        help="parts in one multipart upload (413 above; parsing stops there)")
+    limits.add_argument("--max-header-kb", type=_positive_int, default=16,
+                        help="size of a request's head in KiB (431 above)")
+    limits.add_argument("--min-image-side", type=_positive_int, default=32,
+                        help="shortest accepted image side in pixels (422 unusable_image "
+                        "below)")
     srv.set_defaults(func=_cmd_serve)
 
     exp = commands.add_parser("export", help="export a model to ONNX (one file, with metadata)")

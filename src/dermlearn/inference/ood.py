@@ -52,8 +52,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from dermlearn.inference.predictor import Predictor
 
 __all__ = ["OOD_JSON", "OOD_WEIGHTS", "LayerStats", "OODDetector", "feature_layers",
-           "fit_ood", "fit_ood_features", "image_features", "load_ood", "ood_features",
-           "unavailable"]
+           "OODUnavailable", "fit_ood", "fit_ood_features", "image_features", "load_ood",
+           "ood_features", "read_ood", "unavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -342,17 +342,27 @@ def fit_ood(predictor: Predictor, paths: Sequence[str | Path], labels: Sequence[
                             seed=seed, model_version=version, feature_digest=digest)
 
 
-def load_ood(model_dir: str | Path, *, feature_digest: str | None = None) -> OODDetector | None:
-    """The detector saved in ``model_dir``, or None when there is none, it is unreadable, or
-    it was fitted for other weights (``feature_digest``, see
-    :func:`~dermlearn.inference.identity.feature_digest`; a warning says so). Fitting a
-    temperature after the statistics does not invalidate them."""
+class OODUnavailable(DermlearnError):
+    """The saved OOD statistics cannot be used; ``reason`` says why, in words."""
+
+    def __init__(self, model_dir: str | Path, reason: str):
+        super().__init__(f"{model_dir}: {reason}")
+        self.reason = reason
+
+
+def read_ood(model_dir: str | Path, *, feature_digest: str | None = None) -> OODDetector:
+    """The detector saved in ``model_dir``; :class:`OODUnavailable` when there is none, it is
+    unreadable or not finite, or it was fitted for other weights (``feature_digest``, see
+    :func:`~dermlearn.inference.identity.feature_digest`; a temperature fitted after the
+    statistics keeps them valid). :func:`load_ood` is the lenient form."""
     from safetensors.numpy import load_file
 
     model_dir = Path(model_dir)
     weights, info_path = model_dir / OOD_WEIGHTS, model_dir / OOD_JSON
-    if not (weights.is_file() and info_path.is_file()):
-        return None
+    missing = [p.name for p in (weights, info_path) if not p.is_file()]
+    if missing:
+        raise OODUnavailable(model_dir, f"no OOD statistics ({' and '.join(missing)} missing; "
+                                        "training writes them with fit_ood)")
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
         tensors = load_file(str(weights))
@@ -366,12 +376,25 @@ def load_ood(model_dir: str | Path, *, feature_digest: str | None = None) -> OOD
             n_images=int(info.get("n_images", 0)),
             score_quantiles=dict(info.get("score_quantiles") or {}),
             model_version=info.get("model_version"), feature_digest=info.get("feature_digest"))
-    except Exception as exc:  # corrupt statistics must not take the service down
-        log.warning("%s: unreadable OOD statistics (%s); OOD screening disabled", model_dir, exc)
-        return None
+    except Exception as exc:  # any corruption: one reason, never a traceback
+        raise OODUnavailable(model_dir, f"unreadable OOD statistics ({type(exc).__name__}: "
+                                        f"{str(exc)[:200]})") from None
+    if not layers or not np.isfinite(detector.threshold) or not all(
+            np.isfinite(ly.means).all() and np.isfinite(ly.precision).all() and ly.scale > 0
+            and ly.precision.shape == (ly.dim, ly.dim) for ly in layers):
+        raise OODUnavailable(model_dir, "unreadable OOD statistics (not finite or inconsistent)")
     if feature_digest and detector.feature_digest and detector.feature_digest != feature_digest:
-        log.warning("%s: OOD statistics were fitted for other weights (%s, not %s); OOD "
-                    "screening disabled (refit with fit_ood)", model_dir,
-                    detector.feature_digest, feature_digest)
-        return None
+        raise OODUnavailable(model_dir, f"OOD statistics were fitted for other weights "
+                                        f"({detector.feature_digest}, not {feature_digest}); "
+                                        f"refit them with fit_ood")
     return detector
+
+
+def load_ood(model_dir: str | Path, *, feature_digest: str | None = None) -> OODDetector | None:
+    """:func:`read_ood`, or None (with a warning unless there are no statistics)."""
+    try:
+        return read_ood(model_dir, feature_digest=feature_digest)
+    except OODUnavailable as exc:
+        if not exc.reason.startswith("no OOD statistics"):
+            log.warning("%s; OOD screening disabled", exc)
+        return None

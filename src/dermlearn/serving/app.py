@@ -5,10 +5,12 @@
 
 Endpoints: ``POST /v1/predict`` (multipart field ``image``, optional fields ``age``, ``sex``,
 ``site`` for models that fuse them; ``?explain=saliency|gradcam``, ``?top_k=N``),
-``GET /v1/model``, ``GET /health``, ``GET /`` (the page), ``/docs`` and ``/redoc`` (served
-offline from fastapi-offline's bundled assets when installed). Every error is JSON
-``{"detail": ..., "code": ...}`` with a 4xx status; uploads stay in memory and are never logged,
-and are written to disk only with ``keep_uploads``.
+``GET /v1/model``, ``GET /health/live``, ``GET /health/ready`` (and its alias ``/health``),
+``GET /metrics`` (Prometheus), ``GET /`` (the page), ``/docs`` and ``/redoc`` (served offline
+from fastapi-offline's bundled assets when installed). Every error is JSON
+``{"detail": ..., "code": ...}``; uploads stay in memory and are never logged, and are written
+to disk only with ``keep_uploads``. Admission (token, concurrency, queue) is
+:mod:`dermlearn.serving.limits`; readiness and the warm-up :mod:`dermlearn.serving.health`.
 """
 from __future__ import annotations
 
@@ -22,13 +24,17 @@ from typing import Literal
 import anyio
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from dermlearn import __version__
-from dermlearn.serving.schemas import ErrorResponse, Health, PredictionResponse
+from dermlearn.serving.auth import resolve_token
+from dermlearn.serving.health import Readiness, warm_up
+from dermlearn.serving.limits import Guard, PredictionQueue
+from dermlearn.serving.metrics import CONTENT_TYPE, ServiceMetrics
+from dermlearn.serving.schemas import ErrorResponse, Health, Liveness, PredictionResponse
 from dermlearn.serving.service import PATIENT_FIELDS, LesionService, ServiceConfig
 from dermlearn.serving.uploads import UploadError, read_multipart_file, save_upload
 
@@ -38,7 +44,7 @@ log = logging.getLogger("dermlearn.serving")
 
 STATIC_DIR = Path(__file__).parent / "static"
 
-_ERRORS = {status: {"model": ErrorResponse} for status in (400, 413, 415, 422, 501)}
+_ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 413, 415, 422, 501, 503)}
 _UPLOAD_SCHEMA = {
     "requestBody": {
         "required": True,
@@ -56,17 +62,11 @@ _UPLOAD_SCHEMA = {
                                                           "the training data (e.g. back)"}}}}},
     }
 }
-#: The page and its assets come from this server only.
-_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
-        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
-        "form-action 'self'")
-_DOCS_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
-             "script-src 'self' 'unsafe-inline' blob:; worker-src 'self' blob:; "
-             "connect-src 'self'; object-src 'none'; frame-ancestors 'none'")
 
 
-def _error(status: int, code: str, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail, "code": code}, status_code=status)
+def _error(status: int, code: str, detail: str,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
 
 
 def _offline_docs_assets() -> Path | None:
@@ -83,17 +83,29 @@ def create_app(config: ServiceConfig | str | Path, **settings) -> FastAPI:
     ServiceConfig fields as keywords). The model is loaded here, once."""
     if not isinstance(config, ServiceConfig):
         config = ServiceConfig(str(config), **settings)
+    token = resolve_token(config.token_file)
     service = LesionService(config)
     limiter = anyio.CapacityLimiter(service.decode_concurrency)
+    readiness = Readiness()
+    queue = PredictionQueue(config.max_queue)
+    metrics = ServiceMetrics(queue_depth=lambda: queue.depth,
+                             in_flight=lambda: guard.in_flight if guard else 0,
+                             ready=lambda: float(readiness.ready))
+    service.on_batch = metrics.batch_size.observe
+    guard: Guard | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         service.batcher.start()
-        log.info("serving %s %s (%s backend, OOD %s)", service.model_id, service.version,
-                 service.backend.name, "on" if service.ood else "unavailable")
+        log.info("serving %s %s (%s backend, OOD screen %s, access %s)", service.model_id,
+                 service.version, service.backend.name,
+                 "on" if service.ood else "OFF (--no-ood)",
+                 "by bearer token" if token else "open (no token)")
+        warming = asyncio.create_task(anyio.to_thread.run_sync(warm_up, service, readiness))
         try:
             yield
         finally:
+            await asyncio.shield(warming)
             service.close()
 
     assets = _offline_docs_assets()
@@ -108,13 +120,25 @@ def create_app(config: ServiceConfig | str | Path, **settings) -> FastAPI:
         redoc_url=None if assets else "/redoc",
     )
     app.state.service = service
+    app.state.readiness = readiness
+
+    def _guard(inner, **_):
+        nonlocal guard
+        guard = Guard(inner, token=token, max_concurrency=config.max_concurrency,
+                      metrics=metrics)
+        return guard
+
+    app.add_middleware(_guard)
 
     # -- errors: always JSON, always 4xx for what the client sent ---------------------------
     @app.exception_handler(UploadError)
     async def upload_error(request: Request, exc: UploadError) -> JSONResponse:
         log.info("refused %s %s: %s (%s)", request.method, request.url.path, exc.status,
                  exc.code)
-        return _error(exc.status, exc.code, exc.message)
+        if request.url.path == "/v1/predict":
+            metrics.refused.labels(exc.code).inc()
+        headers = {**exc.headers, **({"Connection": "close"} if exc.close else {})}
+        return _error(exc.status, exc.code, exc.message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -132,20 +156,6 @@ def create_app(config: ServiceConfig | str | Path, **settings) -> FastAPI:
                   type(exc).__name__, exc_info=exc)
         return _error(500, "internal_error", "internal error; the request was not processed")
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        path = request.url.path
-        if path.startswith("/v1/"):
-            response.headers.setdefault("Cache-Control", "no-store")
-        if path in ("/docs", "/redoc"):
-            response.headers.setdefault("Content-Security-Policy", _DOCS_CSP)
-        elif not path.startswith("/docs-assets"):
-            response.headers.setdefault("Content-Security-Policy", _CSP)
-        return response
-
     # -- API ------------------------------------------------------------------------------
     @app.post("/v1/predict", response_model=PredictionResponse, responses=_ERRORS,
               openapi_extra=_UPLOAD_SCHEMA, tags=["prediction"],
@@ -161,26 +171,31 @@ def create_app(config: ServiceConfig | str | Path, **settings) -> FastAPI:
         out-of-distribution flag and, with ``explain``, a heatmap (base64 PNG). Models that
         fuse age, sex and site take them as optional form fields (unknown when absent)."""
         t0 = time.perf_counter()
+        queue.check(close=True)  # full: refuse before reading the upload
         try:
             upload = await read_multipart_file(
                 request.headers.get("content-type"), request.headers.get("content-length"),
-                request.stream(), text_fields=PATIENT_FIELDS, max_bytes=config.max_upload_bytes)
+                request.stream(), text_fields=PATIENT_FIELDS, max_bytes=config.max_upload_bytes,
+                max_parts=config.max_parts)
         except ClientDisconnect:
             raise UploadError(400, "client_disconnected", "the upload was interrupted") from None
         metadata, patient = service.patient_metadata(upload.fields)
         if config.keep_uploads:
             await anyio.to_thread.run_sync(save_upload, config.keep_uploads, upload.data)
         t1 = time.perf_counter()
-        with service.batcher.reserve() as slot:
+        with queue.admit(), service.batcher.reserve() as slot:
             image, tensor = await anyio.to_thread.run_sync(service.decode, upload.data,
                                                            limiter=limiter)
             del upload
             future = slot.submit((tensor, metadata))
-        t2 = time.perf_counter()
-        output = await asyncio.wrap_future(future)
+            t2 = time.perf_counter()
+            output = await asyncio.wrap_future(future)
         t3 = time.perf_counter()
         timing = {"read": (t1 - t0) * 1e3, "decode": (t2 - t1) * 1e3, "model": (t3 - t2) * 1e3}
         result = service.result(output, image, top_k=top_k, timing=timing, patient=patient)
+        ood = result["ood"]
+        metrics.ood.labels("off" if not ood["available"] else
+                           "flagged" if ood["flag"] else "passed").inc()
         if explain:
             result["explanation"] = await anyio.to_thread.run_sync(
                 service.explain, image, explain, metadata, limiter=limiter)
@@ -194,10 +209,36 @@ def create_app(config: ServiceConfig | str | Path, **settings) -> FastAPI:
         CIs where recorded), OOD statistics, intended use and limitations."""
         return service.card
 
-    @app.get("/health", response_model=Health, tags=["service"])
-    async def health() -> dict:
-        """Liveness and readiness: the model is loaded and the batcher is running."""
-        return service.health()
+    def ready_document() -> JSONResponse:
+        body = {**service.health(), **readiness.as_dict()}
+        body["status"] = "ok" if readiness.ready else readiness.state
+        return JSONResponse(body, status_code=200 if readiness.ready else 503)
+
+    @app.get("/health/ready", response_model=Health, tags=["service"],
+             responses={503: {"model": Health}})
+    async def health_ready() -> JSONResponse:
+        """Readiness: 200 once the model and its OOD screen (unless ``--no-ood``) are loaded
+        and a warm-up prediction succeeded; 503 before (``starting``) or after a failed warm-up
+        (``failed``, with the reason)."""
+        return ready_document()
+
+    @app.get("/health", response_model=Health, tags=["service"],
+             responses={503: {"model": Health}})
+    async def health() -> JSONResponse:
+        """The same as ``/health/ready`` (kept for existing probes)."""
+        return ready_document()
+
+    @app.get("/health/live", response_model=Liveness, tags=["service"])
+    async def health_live() -> dict:
+        """Liveness: the process answers HTTP (no work done; never blocked by predictions)."""
+        return {"status": "alive", "uptime_s": round(time.time() - service.started, 3)}
+
+    @app.get("/metrics", tags=["service"], response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE: {}}}})
+    async def prometheus_metrics() -> Response:
+        """Prometheus metrics (text format): requests by route and status, latency, queue
+        depth, refused images by reason, OOD screen results, batch sizes, readiness."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     # -- the page and the offline docs ----------------------------------------------------
     @app.get("/", include_in_schema=False)

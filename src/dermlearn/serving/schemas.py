@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-__all__ = ["ClassProbability", "ErrorResponse", "Explanation", "Health", "ImageInfo",
+__all__ = ["ClassProbability", "ErrorResponse", "Explanation", "Health", "ImageInfo", "Liveness",
            "MalignancyRisk", "ModelRef", "OODResult", "PatientMetadata", "PredictionResponse"]
 
 
@@ -83,13 +83,24 @@ class PredictionResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: str = Field(description="ok when ready; else starting or failed")
+    ready: bool = Field(description="the model and its OOD screen loaded and a warm-up "
+                                    "prediction succeeded")
+    state: str = Field(description="starting, ready or failed")
+    reason: str | None = Field(default=None, description="why not ready (failed)")
+    warm_up_ms: float | None = None
     model_id: str
     version: str
     backend: str
     ood_available: bool
+    ood: str = Field(description="on, or off (--no-ood)")
     uptime_s: float
     batching: dict[str, Any]
+
+
+class Liveness(BaseModel):
+    status: str = Field(description="alive")
+    uptime_s: float
 
 
 class ErrorResponse(BaseModel):

@@ -16,9 +16,10 @@ import io
 import json
 import logging
 import os
+import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -31,12 +32,12 @@ from dermlearn.errors import DermlearnError, ImageDecodeError, TaxonomyError
 from dermlearn.errors.validation import ValidatedModel
 from dermlearn.inference.backends import BACKENDS, BackendOutput, create_backend
 from dermlearn.inference.identity import available_levels, feature_digest, model_identity
-from dermlearn.inference.ood import load_ood, unavailable
+from dermlearn.inference.ood import OODUnavailable, read_ood, unavailable
 from dermlearn.inference.predictor import Predictor
 from dermlearn.models.lesion_classifier import METADATA_INPUTS
 from dermlearn.serving.batching import MicroBatcher
 from dermlearn.serving.model_card import build_model_card
-from dermlearn.serving.uploads import UploadError
+from dermlearn.serving.uploads import DEFAULT_MAX_PARTS, UploadError
 
 __all__ = ["DISCLAIMER", "EXPLAIN_METHODS", "PATIENT_FIELDS", "LesionService", "ServiceConfig"]
 
@@ -52,6 +53,9 @@ SEXES = ("male", "female")
 MAX_AGE = 120
 DISCLAIMER = ("Decision support only, not a diagnosis: see /v1/model for intended use and "
               "limitations.")
+#: The ``ood`` reason of every response when the screen was turned off.
+OOD_OFF = ("the out-of-distribution screen is off (--no-ood): this photo was not checked "
+           "against the training images")
 
 
 class ServiceConfig(ValidatedModel):
@@ -83,8 +87,20 @@ class ServiceConfig(ValidatedModel):
     onnx_path: str | None = Field(None, description="the ONNX export (onnx backend)")
     decode_concurrency: int = Field(0, ge=0, description="uploads decoded at once; 0: threads "
                                     "+ 2")
+    ood: bool = Field(True, description="require the out-of-distribution screen (refuse to "
+                      "start without it); False: serve with it off, saying so (--no-ood)")
+    max_parts: int = Field(DEFAULT_MAX_PARTS, ge=1, description="most multipart parts in one "
+                           "upload")
+    max_concurrency: int = Field(64, ge=1, description="requests handled at once (probes "
+                                 "excluded); more: 503")
+    max_queue: int = Field(32, ge=1, description="predictions decoding or waiting for the "
+                           "model; more: 503")
+    min_image_side: int = Field(32, ge=1, description="shortest accepted image side, in pixels "
+                                "(422 unusable_image below)")
+    token_file: str | None = Field(None, description="file holding the bearer token for /v1/* "
+                                   "and /metrics; None: $DERMLEARN_TOKEN, else no token")
 
-    @field_validator("model_dir", "keep_uploads", "onnx_path", mode="before")
+    @field_validator("model_dir", "keep_uploads", "onnx_path", "token_file", mode="before")
     @classmethod
     def _path_as_text(cls, value: Any) -> Any:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
@@ -111,18 +127,17 @@ class LesionService:
     def __init__(self, config: ServiceConfig):
         self.config = config
         self.started = time.time()
-        self.predictor = Predictor.load(config.model_dir)
+        self.predictor = load_predictor(config.model_dir)
         self.model_dir = self.predictor.directory
+        self.ood = require_ood(self.predictor) if config.ood else None
         self.backend = create_backend(self.model_dir, config.backend, predictor=self.predictor,
                                       threads=config.threads, onnx_path=config.onnx_path)
         self.model_id, self.version = model_identity(self.model_dir, self.predictor.config)
-        self.ood = load_ood(self.model_dir,
-                            feature_digest=feature_digest(self.model_dir, self.predictor.config))
         self.levels = available_levels(self.predictor)
-        self.card = build_model_card(
-            self.predictor, backend=self.backend.name,
-            ood=self.ood.summary() if self.ood else unavailable(
-                "no OOD statistics saved with this model (fit_ood)"))
+        self.card = build_model_card(self.predictor, backend=self.backend.name,
+                                     ood=self.ood.summary() if self.ood else unavailable(OOD_OFF))
+        #: Called with each micro-batch's size (metrics), from the batcher's thread.
+        self.on_batch: Callable[[int], None] | None = None
         self.names = {c["id"]: c["name"] for c in self.card["classes"]}
         self.malignant_groups = self._malignant_mask()
         # Explanations use the PyTorch members with hooks; one at a time.
@@ -146,6 +161,8 @@ class LesionService:
 
     def _run_batch(self, items: list[tuple[torch.Tensor, np.ndarray | None]]
                    ) -> list[BackendOutput]:
+        if self.on_batch is not None:
+            self.on_batch(len(items))
         images = torch.stack([tensor for tensor, _ in items])
         metadata = (torch.from_numpy(np.stack([m for _, m in items]))
                     if items[0][1] is not None else None)
@@ -193,16 +210,20 @@ class LesionService:
 
     def decode(self, data: bytes) -> tuple[Image.Image, torch.Tensor]:
         """Decode (content sniffed, pixel limit, EXIF, any mode to RGB) and preprocess one
-        upload; :class:`UploadError` with the HTTP status when it cannot be used."""
+        upload; :class:`UploadError` with the HTTP status when it cannot be used (a side
+        under ``min_image_side`` pixels: 422 ``unusable_image``, from the header when it can be
+        read before decoding)."""
+        self._check_size(_declared_size(data))
         try:
             image = read_image(data, max_pixels=self.config.max_pixels)
         except ImageDecodeError as exc:
             reason = exc.reason or str(exc)
-            if "too large" in reason:
+            if reason.startswith("image too large"):  # the pixel limit (decompression bomb)
                 raise UploadError(413, "image_too_large", reason) from None
-            if "format" in reason:
+            if reason.startswith(("not a recognised image format", "unsupported image format")):
                 raise UploadError(415, "unsupported_image", reason) from None
             raise UploadError(422, "unreadable_image", reason) from None
+        self._check_size(image.size)
         try:
             tensor = self.backend.preprocess_images([image])[0]
         except Exception as exc:  # e.g. a 1x1 image the crop cannot handle
@@ -210,6 +231,13 @@ class LesionService:
                               f"image cannot be preprocessed ({type(exc).__name__}: {exc})"
                               ) from None
         return image, tensor
+
+    def _check_size(self, size: tuple[int, int] | None) -> None:
+        side = self.config.min_image_side
+        if size is not None and min(size) < side:
+            raise UploadError(422, "unusable_image", f"the image is {size[0]}x{size[1]} pixels: "
+                                                     f"too small to be a photo of a lesion (each "
+                                                     f"side must be at least {side} px)")
 
     def result(self, output: BackendOutput, image: Image.Image, *, top_k: int | None = None,
                timing: dict[str, float] | None = None,
@@ -235,7 +263,7 @@ class LesionService:
         if self.ood is not None:
             ood = self.ood.assess(np.asarray(output.features).reshape(1, -1))[0]
         else:
-            ood = unavailable("no OOD statistics saved with this model (fit_ood)")
+            ood = unavailable(OOD_OFF)
         return {
             "model": {"id": self.model_id, "version": self.version, "backend": self.backend.name},
             "image": {"width": image.width, "height": image.height},
@@ -280,10 +308,68 @@ class LesionService:
                 "width": picture.width, "height": picture.height}
 
     def health(self) -> dict[str, Any]:
+        """Model, backend, OOD screen and batching statistics (``/health``'s body)."""
         return {"status": "ok", "model_id": self.model_id, "version": self.version,
                 "backend": self.backend.name, "ood_available": self.ood is not None,
+                "ood": "on" if self.ood is not None else "off (--no-ood)",
                 "uptime_s": round(time.time() - self.started, 3),
                 "batching": self.batcher.stats()}
 
     def close(self) -> None:
         self.batcher.close()
+
+
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    """An image's size from its header, without decoding (None when Pillow cannot tell)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except Exception:  # noqa: BLE001 - read_image says what is wrong with it
+        return None
+
+
+_SIZE_MISMATCH = re.compile(r"size mismatch for ([\w.]+): copying a param with shape "
+                            r"torch.Size\(\[([^\]]*)\]\) from checkpoint, the shape in current "
+                            r"model is torch.Size\(\[([^\]]*)\]\)")
+
+
+def load_predictor(model_dir: str | os.PathLike) -> Predictor:
+    """:meth:`Predictor.load` with its failures as one :class:`DermlearnError` line (e.g. a
+    config.json whose classes do not match the weights), never a traceback."""
+    try:
+        return Predictor.load(model_dir)
+    except DermlearnError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch, safetensors, JSON: one clear line
+        mismatches = _SIZE_MISMATCH.findall(str(exc))
+        if mismatches:
+            shapes = "; ".join(f"{name}: [{saved}] in the weights, [{wanted}] from config.json"
+                               for name, saved, wanted in mismatches[:2])
+            raise DermlearnError(f"{model_dir}: config.json does not match the saved weights "
+                                 f"({shapes}); was config.json edited (e.g. its classes), or "
+                                 f"copied from another run?") from None
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise DermlearnError(f"{model_dir}: the model cannot be loaded ({type(exc).__name__}: "
+                             f"{first})") from None
+
+
+def require_ood(predictor: Predictor) -> Any:
+    """The model's OOD screen, or a :class:`DermlearnError` saying why it cannot be loaded and
+    what to do: the service does not run without its screen unless told to (``--no-ood``)."""
+    try:
+        return read_ood(predictor.directory,
+                        feature_digest=feature_digest(predictor.directory, predictor.config))
+    except OODUnavailable as exc:
+        raise DermlearnError(
+            f"{predictor.directory}: refusing to serve without the out-of-distribution screen: "
+            f"{exc.reason}. Refit it (fit_ood, docs/serving.md), or start with --no-ood to serve "
+            f"with the screen off (the model card and every response then say so)") from None
+
+
+def check_model(config: ServiceConfig) -> None:
+    """Load what :class:`LesionService` loads -- the model, and its OOD screen unless
+    ``config.ood`` is False -- and drop it: the refusal of ``serve --workers N`` comes once,
+    from the parent, instead of from every worker."""
+    predictor = load_predictor(config.model_dir)
+    if config.ood:
+        require_ood(predictor)

@@ -4,9 +4,17 @@ Starlette's form parser spools file parts over 1 MB to a temporary file on disk;
 photo must not touch the disk unless the operator asked for it (``--keep-uploads``), so the
 multipart body is parsed here with python-multipart's streaming parser into memory, and the
 request is refused (413) as soon as it exceeds the byte limit, before it is read in full.
+
+The parser runs on the event loop, so it is fed at most :data:`SLICE_BYTES` at a time and
+yields to other requests whenever it has held the loop for :data:`YIELD_AFTER_S`; it stops at
+the first part over ``max_parts`` (413 ``too_many_parts``: a body of 380,000 empty parts is
+refused after its first few kilobytes, not parsed for seconds). A body refused part-way is read
+to its end without parsing (at most the upload limit, for at most :data:`DRAIN_S`) so that the
+client reads the answer rather than a reset connection, and the connection is then closed.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
@@ -17,21 +25,34 @@ from pathlib import Path
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-__all__ = ["Upload", "UploadError", "read_multipart_file", "save_upload", "sniff_extension"]
+__all__ = ["DEFAULT_MAX_PARTS", "Upload", "UploadError", "read_multipart_file", "save_upload",
+           "sniff_extension"]
 
 #: Room for the multipart framing (boundaries, part headers, small extra fields).
 MULTIPART_OVERHEAD = 64 * 1024
+#: Most parts in one upload by default (the photo and three optional text fields, and room).
+DEFAULT_MAX_PARTS = 16
+#: The parser is fed at most this many bytes at a time ...
+SLICE_BYTES = 64 * 1024
+#: ... and yields the event loop once it has held it this long (seconds).
+YIELD_AFTER_S = 0.002
+#: Longest a refused body is read on (and discarded) before the answer (seconds).
+DRAIN_S = 2.0
 
 
 class UploadError(Exception):
-    """A request the service refuses: HTTP ``status``, a machine-readable ``code`` and a
-    message for people."""
+    """A request the service refuses: HTTP ``status``, a machine-readable ``code``, a message
+    for people, extra response ``headers``, and ``close``: whether the connection must be
+    closed after the answer (the body was not read to its end)."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, *,
+                 headers: dict[str, str] | None = None, close: bool = False):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = dict(headers or {})
+        self.close = close
 
 
 #: Longest accepted text field (bytes), e.g. ``site``.
@@ -50,19 +71,34 @@ class Upload:
 
 def _too_large(limit: int) -> UploadError:
     return UploadError(413, "upload_too_large",
-                       f"upload larger than the limit of {limit / 2**20:g} MB")
+                       f"upload larger than the limit of {limit / 2**20:g} MB", close=True)
+
+
+async def _drain(body: AsyncIterator[bytes], budget: int) -> bool:
+    """Read ``body`` to its end without keeping it, at most ``budget`` bytes and
+    :data:`DRAIN_S` seconds; whether the end was reached."""
+    deadline = time.monotonic() + DRAIN_S
+    try:
+        async for chunk in body:
+            budget -= len(chunk)
+            if budget < 0 or time.monotonic() > deadline:
+                return False
+    except Exception:  # noqa: BLE001 - a disconnect: nothing more to read
+        return False
+    return True
 
 
 async def read_multipart_file(content_type: str | None, content_length: str | None,
                               body: AsyncIterator[bytes], *, field: str = "image",
-                              text_fields: Sequence[str] = (), max_bytes: int) -> Upload:
+                              text_fields: Sequence[str] = (), max_bytes: int,
+                              max_parts: int = DEFAULT_MAX_PARTS) -> Upload:
     """The ``field`` file of a ``multipart/form-data`` body, read into memory, and the
     ``text_fields`` that were sent (UTF-8, stripped; other parts are ignored).
 
     Raises :class:`UploadError`: 415 when the body is not multipart, 413 when it (or the file)
-    exceeds ``max_bytes`` (checked against Content-Length first, then while streaming), 400 for
-    a malformed body, 422 when the file is missing or empty or a text field is not short UTF-8
-    text.
+    exceeds ``max_bytes`` (checked against Content-Length first, then while streaming) or it
+    has more than ``max_parts`` parts, 400 for a malformed body, 422 when the file is missing
+    or empty or a text field is not short UTF-8 text.
     """
     kind, params = parse_options_header(content_type or "")
     if kind != b"multipart/form-data":
@@ -88,6 +124,10 @@ async def read_multipart_file(content_type: str | None, content_length: str | No
     state = {"bytes": 0}
 
     def on_part_begin() -> None:
+        if len(parts) >= max_parts:
+            raise UploadError(413, "too_many_parts", f"the form has more than {max_parts} "
+                                                     f"parts (send the photo as '{field}' and "
+                                                     f"at most the optional text fields)")
         current.clear()
         current.update(headers={}, data=bytearray())
 
@@ -114,16 +154,26 @@ async def read_multipart_file(content_type: str | None, content_length: str | No
         "on_part_begin": on_part_begin, "on_header_field": on_header_field,
         "on_header_value": on_header_value, "on_header_end": on_header_end,
         "on_part_data": on_part_data, "on_part_end": on_part_end}, max_header_count=16)
+    held = time.perf_counter()
     try:
         async for chunk in body:
             state["bytes"] += len(chunk)
             if state["bytes"] > limit:
                 raise _too_large(max_bytes)
-            parser.write(chunk)
+            for start in range(0, len(chunk), SLICE_BYTES):
+                parser.write(chunk if len(chunk) <= SLICE_BYTES
+                             else chunk[start:start + SLICE_BYTES])
+                if time.perf_counter() - held > YIELD_AFTER_S:
+                    await asyncio.sleep(0)  # let other requests (and probes) run
+                    held = time.perf_counter()
         parser.finalize()
-    except MultipartParseError as exc:
-        raise UploadError(400, "malformed_multipart", f"malformed multipart body ({exc})"
-                          ) from None
+    except (MultipartParseError, UploadError) as exc:
+        error = exc if isinstance(exc, UploadError) else UploadError(
+            400, "malformed_multipart", f"malformed multipart body ({exc})")
+        if not error.close:  # refused part-way: read the rest, unparsed, then close
+            error.close = True
+            await _drain(body, limit - state["bytes"])
+        raise error from None
 
     upload: Upload | None = None
     texts: dict[str, str] = {}

@@ -4,6 +4,29 @@
 
 const $ = (id) => document.getElementById(id);
 let classNames = {};
+const TOKEN_KEY = "dermlearn-token";
+
+// The service may require a bearer token for /v1/*: entered once, kept in this tab only.
+function authHeaders() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+function askForToken(message) {
+  $("token-form").hidden = false;
+  $("token-message").textContent = message || "";
+  $("token-input").focus();
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: { ...authHeaders(), ...(options.headers || {}) } });
+  if (response.status === 401) {
+    let detail = null;
+    try { detail = (await response.clone().json()).detail; } catch (e) { detail = null; }
+    askForToken(sessionStorage.getItem(TOKEN_KEY) ? "That token was not accepted." : detail);
+  }
+  return response;
+}
 
 function el(tag, attrs = {}, text) {
   const node = document.createElement(tag);
@@ -68,7 +91,8 @@ function renderCard(card) {
   classNames = Object.fromEntries(card.classes.map((c) => [c.id, c.name]));
   $("model-line").textContent =
     `model ${card.model_id} · ${card.version} · ${card.backbone} · ${card.backend} backend · ` +
-    `${card.classes.length} classes`;
+    `${card.classes.length} classes` +
+    (card.ood && !card.ood.available ? " · out-of-distribution screen OFF" : "");
   $("intended-use").textContent = card.intended_use;
   if (card.patient_inputs) {
     $("patient-site").append(...card.patient_inputs.sites.map((site) =>
@@ -105,7 +129,8 @@ function renderOOD(ood) {
   box.className = "ood";
   if (!ood.available) {
     box.classList.add("na");
-    box.textContent = "Out-of-distribution screen not available for this model.";
+    box.textContent = "⚠ Out-of-distribution screen off: " +
+      (ood.reason || "this photo was not checked against the training images") + ".";
   } else if (ood.flag) {
     box.textContent = "⚠ This photo does not look like the lesion images the model was " +
       `trained on (score ${ood.score.toFixed(2)} > threshold ${ood.threshold.toFixed(2)}). ` +
@@ -182,7 +207,7 @@ async function analyse(file) {
   const query = new URLSearchParams({ top_k: "5" });
   if (method) query.set("explain", method);
   try {
-    const response = await fetch(`/v1/predict?${query}`, { method: "POST", body: form });
+    const response = await api(`/v1/predict?${query}`, { method: "POST", body: form });
     let body = null;
     try { body = await response.json(); } catch (e) { body = null; }
     if (!response.ok) {
@@ -213,7 +238,20 @@ function setup() {
     const file = event.dataTransfer && event.dataTransfer.files[0];
     if (file) analyse(file);
   });
-  fetch("/v1/model")
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const token = $("token-input").value.trim();
+    if (!token) return;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    $("token-input").value = "";
+    $("token-form").hidden = true;
+    loadCard();
+  });
+  loadCard();
+}
+
+function loadCard() {
+  api("/v1/model")
     .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`HTTP ${r.status}`))))
     .then(renderCard)
     .catch((err) => { $("model-line").textContent = `model card unavailable (${err.message})`; });
