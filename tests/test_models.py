@@ -451,3 +451,25 @@ def test_eval_transform_resizes_shorter_side_and_centre_crops():
     assert torch.allclose(out[:, :, 114:], torch.tensor(1.0))
     cfg = PreprocessConfig(input_size=(3, 299, 299), mean=(0.0,) * 3, std=(1.0,) * 3)
     assert preprocess(Image.fromarray(array), cfg).shape == (1, 3, 299, 299)
+
+
+def test_config_whose_classes_do_not_match_the_weights_is_one_clear_error(tmp_path, capsys):
+    """A config.json edited after training (one class fewer) fails every command that loads the
+    model with one line naming the mismatch, not torch's page of shapes (issue 24, item 5)."""
+    from dermlearn.cli import main
+    from dermlearn.models.lesion_classifier import load_model
+
+    from serving_fixtures import make_tiny_model
+
+    model_dir = make_tiny_model(tmp_path / "model")
+    config = json.loads((model_dir / "config.json").read_text())
+    config["classes"] = config["classes"][:-1]
+    (model_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DermlearnError, match=r"config.json does not match the saved weights "
+                                             r"\(head.bias: \[7\] in the weights, \[6\] from"):
+        load_model(model_dir)
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (64, 64), (180, 120, 100)).save(photo)
+    assert main(["predict", str(model_dir), str(photo), "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "does not match the saved weights" in err and "Traceback" not in err

@@ -238,6 +238,16 @@ def load_model(directory: str | Path) -> tuple[LesionClassifier, dict[str, Any]]
             state.update(load_file(str(path)))
         except Exception as exc:  # safetensors raises its own error types for corrupt files
             raise ModelError(f"{path}: unreadable weights ({exc})") from None
+    expected = model.state_dict()
+    wrong = [(name, tuple(tensor.shape), tuple(expected[name].shape))
+             for name, tensor in state.items()
+             if name in expected and tuple(tensor.shape) != tuple(expected[name].shape)]
+    if wrong:  # e.g. config.json's classes edited: torch would raise a page of shapes
+        shapes = "; ".join(f"{name}: {list(saved)} in the weights, {list(wanted)} from "
+                           f"{CONFIG_FILE}" for name, saved, wanted in wrong[:2])
+        raise ModelError(f"{directory}: {CONFIG_FILE} does not match the saved weights "
+                         f"({shapes}); was {CONFIG_FILE} edited (e.g. its classes), or copied "
+                         f"from another run?")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ModelError(f"{weights}: weights do not fit the architecture in {CONFIG_FILE} "

@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -328,26 +327,15 @@ def _declared_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
-_SIZE_MISMATCH = re.compile(r"size mismatch for ([\w.]+): copying a param with shape "
-                            r"torch.Size\(\[([^\]]*)\]\) from checkpoint, the shape in current "
-                            r"model is torch.Size\(\[([^\]]*)\]\)")
-
-
 def load_predictor(model_dir: str | os.PathLike) -> Predictor:
-    """:meth:`Predictor.load` with its failures as one :class:`DermlearnError` line (e.g. a
-    config.json whose classes do not match the weights), never a traceback."""
+    """:meth:`Predictor.load` with its failures as one :class:`DermlearnError` line, never a
+    traceback (a config.json whose classes do not match the weights is the models layer's
+    ModelError already)."""
     try:
         return Predictor.load(model_dir)
     except DermlearnError:
         raise
     except Exception as exc:  # noqa: BLE001 - torch, safetensors, JSON: one clear line
-        mismatches = _SIZE_MISMATCH.findall(str(exc))
-        if mismatches:
-            shapes = "; ".join(f"{name}: [{saved}] in the weights, [{wanted}] from config.json"
-                               for name, saved, wanted in mismatches[:2])
-            raise DermlearnError(f"{model_dir}: config.json does not match the saved weights "
-                                 f"({shapes}); was config.json edited (e.g. its classes), or "
-                                 f"copied from another run?") from None
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise DermlearnError(f"{model_dir}: the model cannot be loaded ({type(exc).__name__}: "
                              f"{first})") from None
