@@ -254,9 +254,3 @@ def test_a_reader_gone_before_any_output_ends_quietly(unbuffered):
     _, err = process.communicate(timeout=120)
     assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()[-2000:]
     assert process.returncode == 141
-
-
-def test_python_dash_m_dermlearn_runs_the_command_line():
-    result = subprocess.run([sys.executable, "-m", "dermlearn", "--version"], capture_output=True,
-                            text=True, timeout=60)
-    assert result.returncode == 0 and result.stdout.startswith("dermlearn "), result.stderr
