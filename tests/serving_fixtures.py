@@ -195,3 +195,15 @@ def fit_synthetic_ood(model_dir: Path, n: int = 16, size: int = 160) -> Path:
         image.save(paths[-1])
     fit_ood(Predictor.load(model_dir), paths, folds=4).save(model_dir)
     return Path(model_dir)
+
+
+def corrupt_ood_copy(model_dir: Path, out: Path) -> Path:
+    """A copy of ``model_dir`` in ``out`` after ``truncate -s 1000 MODEL/ood.safetensors``."""
+    import shutil
+
+    from dermlearn.inference.ood import OOD_WEIGHTS
+
+    shutil.copytree(model_dir, out)
+    with open(out / OOD_WEIGHTS, "r+b") as f:
+        f.truncate(1000)
+    return out

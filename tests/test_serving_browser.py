@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -51,13 +52,16 @@ def test_upload_shows_bars_risk_and_heatmap(server, tmp_path):
     photos = [Path(photo)] if photo else lesion_paths(1, offset=3)  # PH2 IMD006
     if not photos:
         pytest.skip("PH2 images not found in ../shared/data/ph2")
+    from playwright.sync_api import expect
+
     with browser_page(width=1280, height=960) as page:
         foreign = []
         page.on("request", lambda r: None if r.url.startswith((server.url, "data:", "blob:"))
                 else foreign.append(r.url))
         page.goto(server.url + "/")
-        page.wait_for_function("document.getElementById('model-line').textContent"
-                               ".startsWith('model ')")
+        # expect() polls from Python (a polled wait_for_function string needs the eval that the
+        # page's CSP forbids)
+        expect(page.locator("#model-line")).to_have_text(re.compile(r"^model "))
         assert page.locator("#limitations li").count() >= 5
         page.set_input_files("#file-input", str(photos[0]))
         page.wait_for_selector("#bars .bar", timeout=120_000)

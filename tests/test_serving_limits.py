@@ -11,7 +11,6 @@ two). Start-up refusals, readiness and the queue: tests/test_serving_startup.py.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import statistics
 import threading
@@ -23,10 +22,9 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from dermlearn.inference.ood import OOD_WEIGHTS
-
 from serving_fixtures import (
     ServerProcess,
+    corrupt_ood_copy,
     fit_synthetic_ood,
     jpeg_bytes,
     make_tiny_model,
@@ -52,11 +50,7 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def corrupt_dir(model_dir, tmp_path_factory) -> Path:
     """The same model after ``truncate -s 1000 MODEL/ood.safetensors``."""
-    out = tmp_path_factory.mktemp("corrupt") / "model"
-    shutil.copytree(model_dir, out)
-    with open(out / OOD_WEIGHTS, "r+b") as f:
-        f.truncate(1000)
-    return out
+    return corrupt_ood_copy(model_dir, tmp_path_factory.mktemp("corrupt") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -378,6 +372,8 @@ def test_metrics_parse_with_the_prometheus_parser(limited):
 
 # -- the page with a token ----------------------------------------------------------------------
 def test_page_asks_for_the_token_once_and_keeps_it_in_the_tab(limited):
+    from playwright.sync_api import expect
+
     from browser import browser_page
 
     with browser_page() as page:
@@ -386,14 +382,14 @@ def test_page_asks_for_the_token_once_and_keeps_it_in_the_tab(limited):
         assert "needs an access token" in page.locator("#token-form").inner_text()
         page.fill("#token-input", "wrong-token-0123456789")
         page.click("#token-save")
-        page.wait_for_function("document.getElementById('token-message').textContent"
-                               ".includes('not accepted')", timeout=30_000)
+        # expect() polls from Python: the page's CSP forbids the eval that a polled
+        # wait_for_function string needs
+        expect(page.locator("#token-message")).to_contain_text("not accepted", timeout=30_000)
         page.fill("#token-input", TOKEN)
         page.click("#token-save")
-        page.wait_for_function("document.getElementById('model-line').textContent"
-                               ".startsWith('model ')", timeout=30_000)
+        # the model card, not the "model card unavailable (HTTP 401)" the wrong token left
+        expect(page.locator("#model-line")).to_contain_text("screen OFF", timeout=30_000)
         assert page.locator("#token-form").is_hidden()
-        assert "screen OFF" in page.locator("#model-line").inner_text()
         page.select_option("#explain-method", "")
         page.set_input_files("#file-input", files=[{
             "name": "lesion.png", "mimeType": "image/png",
@@ -402,6 +398,5 @@ def test_page_asks_for_the_token_once_and_keeps_it_in_the_tab(limited):
         assert "screen off" in page.locator("#ood").inner_text()
         assert page.evaluate("sessionStorage.getItem('dermlearn-token')") == TOKEN
         page.reload()  # the same tab: no second prompt
-        page.wait_for_function("document.getElementById('model-line').textContent"
-                               ".startsWith('model ')", timeout=30_000)
+        expect(page.locator("#model-line")).to_contain_text("screen OFF", timeout=30_000)
         assert page.locator("#token-form").is_hidden()

@@ -28,10 +28,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dermlearn.cli import main
 from dermlearn.errors import DermlearnError
-from dermlearn.inference.ood import OOD_WEIGHTS
 from dermlearn.serving.app import create_app
 
 from serving_fixtures import (
+    corrupt_ood_copy,
     fit_synthetic_ood,
     free_port,
     jpeg_bytes,
@@ -53,11 +53,7 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def corrupt_dir(model_dir, tmp_path_factory) -> Path:
     """The same model after ``truncate -s 1000 MODEL/ood.safetensors``."""
-    out = tmp_path_factory.mktemp("corrupt") / "model"
-    shutil.copytree(model_dir, out)
-    with open(out / OOD_WEIGHTS, "r+b") as f:
-        f.truncate(1000)
-    return out
+    return corrupt_ood_copy(model_dir, tmp_path_factory.mktemp("corrupt") / "model")
 
 
 # -- defect 3: the OOD screen fails closed ----------------------------------------------------
