@@ -71,3 +71,21 @@ def tiny_data(tmp_path_factory) -> Path:
     make_synthetic_dataset(root, n_lesions_per_class=6, images_per_lesion=(1, 2),
                            classes=("mel", "nv", "bkl"), size=96, seed=1)
     return root
+
+
+@pytest.fixture(scope="session")
+def ood_model_dir(tmp_path_factory) -> Path:
+    """A tiny 64 px model with OOD statistics fitted on synthetic lesion images (the serving
+    limit and start-up tests share it)."""
+    from serving_fixtures import fit_synthetic_ood, make_tiny_model
+
+    return fit_synthetic_ood(make_tiny_model(tmp_path_factory.mktemp("ood-model") / "model",
+                                             image_size=64))
+
+
+@pytest.fixture(scope="session")
+def corrupt_ood_dir(ood_model_dir, tmp_path_factory) -> Path:
+    """The same model after ``truncate -s 1000 MODEL/ood.safetensors``."""
+    from serving_fixtures import corrupt_ood_copy
+
+    return corrupt_ood_copy(ood_model_dir, tmp_path_factory.mktemp("corrupt-ood") / "model")

@@ -24,10 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serving_fixtures import (
     ServerProcess,
-    corrupt_ood_copy,
-    fit_synthetic_ood,
     jpeg_bytes,
-    make_tiny_model,
     png_bytes,
     synthetic_lesion,
 )
@@ -41,16 +38,13 @@ MAX_CONNECTIONS = 12
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """A tiny model with OOD statistics fitted on synthetic lesion images."""
-    return fit_synthetic_ood(make_tiny_model(tmp_path_factory.mktemp("limits") / "model",
-                                             image_size=64))
+def model_dir(ood_model_dir) -> Path:
+    return ood_model_dir
 
 
 @pytest.fixture(scope="module")
-def corrupt_dir(model_dir, tmp_path_factory) -> Path:
-    """The same model after ``truncate -s 1000 MODEL/ood.safetensors``."""
-    return corrupt_ood_copy(model_dir, tmp_path_factory.mktemp("corrupt") / "model")
+def corrupt_dir(corrupt_ood_dir) -> Path:
+    return corrupt_ood_dir
 
 
 @pytest.fixture(scope="module")

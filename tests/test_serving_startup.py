@@ -31,8 +31,6 @@ from dermlearn.errors import DermlearnError
 from dermlearn.serving.app import create_app
 
 from serving_fixtures import (
-    corrupt_ood_copy,
-    fit_synthetic_ood,
     free_port,
     jpeg_bytes,
     make_tiny_model,
@@ -44,16 +42,13 @@ TOKEN = "t0ken-for-the-tests-0123456789"
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """A tiny model with OOD statistics fitted on synthetic lesion images."""
-    return fit_synthetic_ood(make_tiny_model(tmp_path_factory.mktemp("startup") / "model",
-                                             image_size=64))
+def model_dir(ood_model_dir) -> Path:
+    return ood_model_dir
 
 
 @pytest.fixture(scope="module")
-def corrupt_dir(model_dir, tmp_path_factory) -> Path:
-    """The same model after ``truncate -s 1000 MODEL/ood.safetensors``."""
-    return corrupt_ood_copy(model_dir, tmp_path_factory.mktemp("corrupt") / "model")
+def corrupt_dir(corrupt_ood_dir) -> Path:
+    return corrupt_ood_dir
 
 
 # -- defect 3: the OOD screen fails closed ----------------------------------------------------

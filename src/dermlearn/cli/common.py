@@ -124,8 +124,10 @@ def print_dropped(dropped, where: str | None = None, of: int | None = None) -> N
     """One line saying what a lenient read left out (``dropped``: its table of image_id, ...,
     kind, reason; ``of``: the rows read), and where the list is; nothing when it is empty."""
     if len(dropped):
-        kinds = ", ".join(f"{n} {k}" for k, n in dropped["kind"].value_counts().items())
-        print(f"--lenient: left out {len(dropped)}{f' of {of}' if of else ''} rows ({kinds})"
+        from dermlearn.data.problems import dropped_kinds
+
+        print(f"--lenient: left out {len(dropped)}{f' of {of}' if of else ''} rows "
+              f"({dropped_kinds(dropped)})"
               + (f"; the list: {where}" if where else ""))
 
 

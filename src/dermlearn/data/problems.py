@@ -11,7 +11,8 @@ import pandas as pd
 from dermlearn.data.manifest import DROPPED_COLUMNS, Manifest, Problem
 from dermlearn.taxonomy import Taxonomy
 
-__all__ = ["DROPPED_COLUMNS", "drop_invalid", "summarize_problems", "unknown_label_message"]
+__all__ = ["DROPPED_COLUMNS", "drop_invalid", "dropped_kinds", "summarize_problems",
+           "unknown_label_message"]
 
 #: Up to this many problems are listed one per line; more are summarised per kind.
 LIST_ALL = 12
@@ -68,6 +69,11 @@ def summarize_problems(problems: Sequence[Problem], source: str | None = None) -
     return lines
 
 
+def dropped_kinds(dropped: pd.DataFrame) -> str:
+    """``3 missing_file, 1 unknown_label``: the rows of a ``dropped`` table counted by kind."""
+    return ", ".join(f"{n} {k}" for k, n in dropped["kind"].value_counts().items())
+
+
 def drop_invalid(manifest: Manifest) -> Manifest:
     """The manifest without the rows that have an error-level problem (missing or unreadable
     file, unknown or empty label, duplicate id...) nor the images of a lesion given two labels;
@@ -111,7 +117,7 @@ def drop_invalid(manifest: Manifest) -> Manifest:
     if len(dropped):
         kept.problems.append(Problem(
             "dropped", f"{len(dropped)} of {len(table)} rows dropped (--lenient): "
-            + ", ".join(f"{n} {k}" for k, n in dropped["kind"].value_counts().items()),
+            + dropped_kinds(dropped),
             file=manifest.source, severity="warning"))
     kept.dropped = dropped.reset_index(drop=True)
     return kept
