@@ -134,7 +134,9 @@ def add_ensemble_command(commands: argparse._SubParsersAction) -> None:
     """The ``ensemble`` command: one model from runs trained on the same split."""
     ens = commands.add_parser("ensemble", help="one model from several runs on the same split "
                               "(weights and temperature fitted on their shared hold-out)")
-    ens.add_argument("runs", nargs="+", metavar="RUN", help="run folders (at least two)")
+    ens.add_argument("runs", nargs="+", metavar="RUN",
+                     help="run folders (at least two; other backbones, seeds or input sizes of "
+                          "one aspect ratio: each member keeps its own size)")
     ens.add_argument("--out", required=True, help="folder to create: a run-like folder whose "
                      "model/ is the ensemble")
     ens.add_argument("--quiet", action="store_true", help="no progress bars")

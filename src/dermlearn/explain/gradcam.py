@@ -105,7 +105,8 @@ def _forward_split(member: nn.Module, x: torch.Tensor, metadata: torch.Tensor | 
         raise DermlearnError(f"Grad-CAM needs a LesionClassifier whose backbone has "
                              f"forward_features/forward_head (timm models do); for "
                              f"{type(member).__name__} pass layer=")
-    fmap = backbone.forward_features(x)
+    prepare = getattr(member, "prepare_input", None)  # an ensemble member's own input size
+    fmap = backbone.forward_features(prepare(x) if prepare is not None else x)
     pooled = backbone.forward_head(fmap, pre_logits=True)
     if getattr(member, "metadata", None) is not None and metadata is None:
         raise DermlearnError("this model fuses metadata (age, sex, site): pass metadata")

@@ -1,4 +1,4 @@
-"""A saved model (one network or a fold ensemble) ready to score images, with PA to coarser levels.
+"""A saved model (one network or an ensemble) ready to score images, with PA to coarser levels.
 
 >>> predictor = Predictor.load("runs/ham/model")          # or the run folder "runs/ham"
 >>> probs = predictor.predict_images([read_image("lesion.jpg")], tta=8)     # (1, C)
@@ -21,6 +21,7 @@ from PIL import Image
 
 from dermlearn.errors import DermlearnError
 from dermlearn.inference.ood import ood_features
+from dermlearn.models.errors import ModelError
 from dermlearn.models.lesion_classifier import (
     METADATA_INPUTS,
     LesionClassifier,
@@ -28,7 +29,7 @@ from dermlearn.models.lesion_classifier import (
     load_model,
     read_config,
 )
-from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
+from dermlearn.models.preprocessing import PreprocessConfig, eval_transform, resize_mismatch
 from dermlearn.models.views import apply_view, check_views, first_views
 from dermlearn.taxonomy import Taxonomy, aggregate
 
@@ -94,9 +95,19 @@ class Predictor:
         """Load ``model/`` (or a run directory holding one)."""
         directory = model_directory(directory)
         config = read_config(directory)
-        members = [load_model(directory / m)[0] for m in config.get("ensemble", [])] or \
-            [load_model(directory)[0]]
-        return cls(members, config, device, directory=directory)
+        preprocess = PreprocessConfig.from_dict(config["preprocess"])
+        members = []
+        for name in config.get("ensemble", []):
+            member, own = load_model(directory / name)
+            trained = PreprocessConfig.from_dict(own["preprocess"])
+            why = resize_mismatch(preprocess, trained)
+            if why:
+                raise ModelError(f"{directory / name}: this member's preprocessing cannot be "
+                                 f"made from the ensemble's ({why}); rebuild the ensemble "
+                                 f"with dermlearn ensemble")
+            member.read_inputs_at(preprocess.image_size, trained.image_size)
+            members.append(member)
+        return cls(members or [load_model(directory)[0]], config, device, directory=directory)
 
     def member(self, index: int) -> Predictor:
         """A Predictor of ensemble member ``index`` alone (same config and temperature)."""

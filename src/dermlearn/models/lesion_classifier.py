@@ -19,6 +19,7 @@ from torch import nn
 from dermlearn.atomic import atomic_write
 from dermlearn.models.backbones import create_backbone, feature_dim
 from dermlearn.models.errors import ModelError
+from dermlearn.models.input_resize import InputResize
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -82,10 +83,24 @@ class LesionClassifier(nn.Module):
                          if metadata_dim else None)
         self.dropout = nn.Dropout(drop_rate)
         self.head = nn.Linear(self.num_features + (32 if metadata_dim else 0), num_classes)
+        #: Resizes inputs to the size the network trained at, for an ensemble member that
+        #: reads the ensemble's input size (:meth:`read_inputs_at`); None: inputs as given.
+        self.input_resize: InputResize | None = None
+
+    def read_inputs_at(self, size: tuple[int, int], native: tuple[int, int]) -> None:
+        """Take (N, 3, *size) batches and resize them inside the network to ``native`` (H, W),
+        the size it trained at: an ensemble member whose ensemble reads another size of the
+        same aspect ratio and crop. ``size == native`` removes the step."""
+        self.input_resize = (None if tuple(size) == tuple(native)
+                             else InputResize(tuple(size), tuple(native)))
+
+    def prepare_input(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` at the size the backbone trained at (see :meth:`read_inputs_at`)."""
+        return images if self.input_resize is None else self.input_resize(images)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Penultimate (pooled) image features, (N, D)."""
-        return self.backbone(images)
+        return self.backbone(self.prepare_input(images))
 
     def classify(self, features: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (N, C) from features (N, D) and, if fused, metadata (N, M)."""

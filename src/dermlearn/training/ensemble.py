@@ -10,8 +10,15 @@ an image a member trained on. ``OUT`` is laid out as a run (``model/`` with ``me
 the ensemble as one model. Its out-of-distribution screen is fitted again on the runs' training
 images.
 
-This version combines hold-out runs whose models share their preprocessing (input size, crop,
-normalisation); runs that differ there are refused with the reason.
+Members may have trained at different input sizes of one aspect ratio, crop, normalisation
+and colour constancy (e.g. 150x200 and 225x300, or 176 and 224 px squares): the ensemble reads
+each image once at its largest member's size, and every other member resizes that batch to its
+own size inside the network (:class:`~dermlearn.models.input_resize.InputResize`), in
+PyTorch and in the exported ONNX graph alike. The member weights are fitted on each run's own
+validation predictions (its own preprocessing), so the ensemble's figures on new images can
+differ from them by that resize (antialiased bicubic either way; a few thousandths of a
+probability on HAM10000 photographs). Runs whose preprocessing differs otherwise are refused
+with the reason.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ from dermlearn.data import load
 from dermlearn.evaluation.calibration import apply_temperature
 from dermlearn.evaluation.mixture import fit_mixture_temperature, mixture_weights
 from dermlearn.models.lesion_classifier import read_config
+from dermlearn.models.preprocessing import PreprocessConfig, resize_mismatch
 from dermlearn.splits import TEST, fold_ids
 from dermlearn.taxonomy import Taxonomy, assign_classes
 from dermlearn.training.finish import MIN_CALIBRATION_IMAGES, OOD_FIT_IMAGES, evaluate_predictions
@@ -37,8 +45,8 @@ from dermlearn.training.runs import RunError
 
 __all__ = ["ensemble_runs"]
 
-#: Config fields every member must share.
-SHARED = ("classes", "preprocess", "taxonomy")
+#: Config fields every member must share (preprocessing: see :func:`_input_preprocess`).
+SHARED = ("classes", "taxonomy")
 
 
 def _read_run(run: Path) -> dict[str, Any]:
@@ -74,11 +82,26 @@ def _check_compatible(runs: list[dict[str, Any]]) -> None:
         if set(other["val"].index) != set(first["val"].index):
             raise RunError(f"{name} and {first['run']} hold out different validation images")
         for field in SHARED:
-            if other["config"].get(field) == first["config"].get(field):
-                continue
-            hint = (": members with different preprocessing are not combined yet; train them "
-                    "at the same --image-size" if field == "preprocess" else "")
-            raise RunError(f"{name} and {first['run']} differ in their {field}{hint}")
+            if other["config"].get(field) != first["config"].get(field):
+                raise RunError(f"{name} and {first['run']} differ in their {field}")
+    _input_preprocess(runs)
+
+
+def _input_preprocess(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The preprocessing the ensemble reads images with: its largest member's (most pixels).
+    Every other member must be able to resize that input to its own (same aspect ratio, crop,
+    normalisation and colour constancy), else the runs are refused with the reason."""
+    configs = [PreprocessConfig.from_dict(r["config"]["preprocess"]) for r in runs]
+    largest = max(range(len(runs)), key=lambda i: configs[i].image_size[0]
+                  * configs[i].image_size[1])
+    for run, config in zip(runs, configs):
+        why = resize_mismatch(configs[largest], config)
+        if why:
+            raise RunError(f"{run['run']} and {runs[largest]['run']} differ in their "
+                           f"preprocessing beyond the input size ({why}): members may differ "
+                           f"only in size; train them with the same --set crop_pct=X, "
+                           f"--color-constancy and an --image-size of one aspect ratio")
+    return runs[largest]["config"]["preprocess"]
 
 
 def ensemble_runs(runs: list[str | Path], out: str | Path, *, progress: bool = False
@@ -117,6 +140,7 @@ def ensemble_runs(runs: list[str | Path], out: str | Path, *, progress: bool = F
     config.update({"dermlearn_version": __version__, "ensemble": names,
                    "ensemble_weights": [float(w) for w in weights], "temperature": temperature,
                    "backbone": "+".join(m["config"]["backbone"] for m in members),
+                   "preprocess": _input_preprocess(members),
                    "ensemble_of_runs": [str(Path(m["run"]).resolve()) for m in members]})
     atomic_write_json(model_dir / "config.json", config)
     shutil.copyfile(first["run"] / "splits.csv", out / "splits.csv")
