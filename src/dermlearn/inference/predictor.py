@@ -6,7 +6,9 @@
 
 Files are scored by :func:`dermlearn.inference.scoring.score_images` with a Predictor as its
 runner; :func:`ensemble_probabilities` is the one place where members' logits become the
-model's probabilities (mean of ``softmax(logits / temperature)``).
+model's probabilities (mean of ``softmax(logits / temperature)``). Images are preprocessed once,
+with the model's ``preprocess``; an ensemble member trained at another size of the same aspect
+ratio and crop resizes that batch inside itself (``LesionClassifier.read_inputs_at``).
 """
 from __future__ import annotations
 
