@@ -62,10 +62,14 @@ def test_runs_that_cannot_be_combined_are_refused(runs, tiny_data):
                     progress=False)
     with pytest.raises(DermlearnError, match="split differently"):
         ensemble_runs([runs / "a", runs / "other-split"], runs / "x")
-    dermlearn.train(tiny_data, runs / "wide", overrides={**TINY, "image_size": [64, 80]},
-                    progress=False)
-    with pytest.raises(DermlearnError, match="another aspect ratio"):
+    dermlearn.train(tiny_data, runs / "wide", overrides={**TINY, "image_size": [48, 96],
+                                                          "crop_pct": 1.0}, progress=False)
+    with pytest.raises(DermlearnError, match="cuts away"):  # neither crop holds the other
         ensemble_runs([runs / "a", runs / "wide"], runs / "y")
+    dermlearn.train(tiny_data, runs / "sog", overrides={**TINY, "color_constancy": 6},
+                    progress=False)
+    with pytest.raises(DermlearnError, match="color_constancy"):
+        ensemble_runs([runs / "a", runs / "sog"], runs / "y")
     with pytest.raises(DermlearnError, match="at least two runs"):
         ensemble_runs([runs / "a"], runs / "z")
     assert not (runs / "x").exists() and not (runs / "y").exists()
@@ -94,18 +98,20 @@ def test_the_ensemble3_recipe_trains_three_backbones_on_one_split(tiny_data, tmp
     assert len(dermlearn.Predictor.load(out).members) == 3
 
 
-def test_members_trained_at_different_sizes_are_one_model(runs, tiny_data, capsys):
-    """Each member keeps its own input size: the ensemble reads its largest member's (80 px)
-    and the 64 px member resizes inside the network, in PyTorch and in ONNX alike."""
-    dermlearn.train(tiny_data, runs / "big", overrides={**TINY, "image_size": 80},
-                    progress=False)
+def test_members_trained_with_other_sizes_and_crops_are_one_model(runs, tiny_data, capsys):
+    """Each member keeps its own preprocessing: the ensemble reads the 80 px whole frame and the
+    64 px member (centre crop 0.875) takes its part of it inside the network, in PyTorch and
+    in ONNX alike."""
+    dermlearn.train(tiny_data, runs / "big", overrides={**TINY, "image_size": 80,
+                                                         "crop_pct": 1.0}, progress=False)
     out = runs / "sizes"
     assert main(["ensemble", str(runs / "a"), str(runs / "big"), "--out", str(out),
                  "--quiet"]) == 0
     predictor = dermlearn.Predictor.load(out)
-    assert predictor.input_size == (3, 80, 80)
+    assert predictor.input_size == (3, 80, 80) and predictor.preprocess.crop_pct == 1.0
     small, big = predictor.members
     assert small.input_resize.size_out == (64, 64) and big.input_resize is None
+    assert small.input_resize.rows_span == (5, 75)  # 64 px of 73 kept, of 96: 70 px of 80
     val = pd.read_csv(runs / "a" / "val_predictions.csv")
     held = dermlearn.load(tiny_data).select(val["image"].astype(str).tolist())
     alone = [dermlearn.predict(runs / r, held).drop(columns="image").to_numpy()
@@ -129,12 +135,12 @@ def test_members_trained_at_different_sizes_are_one_model(runs, tiny_data, capsy
         explained = explain_images(predictor, [image], method)[0]
         np.testing.assert_allclose(explained.probs, ours[0], atol=1e-5)
         assert explained.heatmap.shape == image.size[::-1] and np.isfinite(explained.heatmap).all()
-    # A member folder edited to another crop is refused when the ensemble loads.
+    # A member folder edited to another normalisation is refused when the ensemble loads.
     import json
 
     config_path = out / "model" / "members" / "0" / "config.json"
     config = json.loads(config_path.read_text())
-    config["preprocess"]["crop_pct"] = 0.5
+    config["preprocess"]["mean"] = [0.485, 0.456, 0.406]
     config_path.write_text(json.dumps(config))
-    with pytest.raises(DermlearnError, match="crop_pct"):
+    with pytest.raises(DermlearnError, match="mean"):
         dermlearn.Predictor.load(out)

@@ -1,4 +1,5 @@
-"""Members of one ensemble at different input sizes: the in-network resize (issue 21)."""
+"""Members of one ensemble with different input sizes and crops: the in-network crop and
+resize (issue 21)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,14 @@ import torch.nn.functional as F
 
 from dermlearn.data.images import read_image
 from dermlearn.models.errors import ModelError
-from dermlearn.models.input_resize import InputResize, resize_matrix
-from dermlearn.models.preprocessing import PreprocessConfig, eval_transform, resize_mismatch
+from dermlearn.models.input_resize import (
+    InputResize,
+    crop_resize_matrix,
+    ensemble_input,
+    input_box,
+    resize_matrix,
+)
+from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
 
 
 @pytest.mark.parametrize("n_in,n_out", [(7, 7), (12, 5), (5, 12), (300, 200), (201, 176)])
@@ -39,36 +46,77 @@ def test_input_resize_is_a_2d_resize_and_names_a_wrong_input():
         step(torch.rand(1, 3, 64, 64))
 
 
-def test_which_preprocessing_a_resize_can_make():
-    base = PreprocessConfig(input_size=(3, 150, 200), crop_pct=1.0)
-    assert resize_mismatch(base, PreprocessConfig(input_size=(3, 225, 300), crop_pct=1.0)) is None
-    assert resize_mismatch(base, base) is None
-    assert "aspect ratio" in resize_mismatch(base, PreprocessConfig(input_size=(3, 176, 176),
-                                                                    crop_pct=1.0))
-    assert "crop_pct" in resize_mismatch(base, PreprocessConfig(input_size=(3, 150, 200)))
-    assert "color_constancy" in resize_mismatch(
-        base, PreprocessConfig(input_size=(3, 150, 200), crop_pct=1.0, color_constancy=6))
-    assert "mean" in resize_mismatch(base, PreprocessConfig(
-        input_size=(3, 150, 200), crop_pct=1.0, mean=(0.485, 0.456, 0.406)))
+def test_crop_resize_keeps_the_box_and_places_maps_back():
+    x = torch.rand(1, 2, 40, 60)
+    step = InputResize((40, 60), (16, 16), box=(4.2, 9.8, 32.0, 40.0))  # rows 4..36, cols 10..50
+    assert step.rows_span == (4, 36) and step.cols_span == (10, 50)
+    ref = F.interpolate(x[:, :, 4:36, 10:50], size=(16, 16), mode="bicubic",
+                        align_corners=False, antialias=True)
+    np.testing.assert_allclose(step(x).numpy(), ref.numpy(), atol=1e-5)
+    placed = step.place(torch.ones(1, 1, 4, 4))
+    assert placed.shape == (1, 1, 40, 60)
+    assert float(placed.sum()) == pytest.approx(32 * 40, rel=1e-5)
+    assert float(placed[0, 0, 4:36, 10:50].min()) == pytest.approx(1.0, rel=1e-5)
+    with pytest.raises(ModelError, match="not inside"):
+        InputResize((40, 60), (16, 16), box=(-3.0, 0.0, 40.0, 60.0))
+    np.testing.assert_allclose(crop_resize_matrix(10, 5).numpy(), resize_matrix(10, 5).numpy())
 
 
-def test_a_photograph_resized_in_the_network_is_what_the_member_trained_on(ph2_dir):
-    """A member trained at 150x200 reading the ensemble's 225x300 batch sees (nearly) the
-    pixels its own preprocessing gives: the same crop, resized twice instead of once."""
-    paths = sorted((ph2_dir).rglob("*.bmp"))[:4] or sorted(ph2_dir.rglob("*.jpg"))[:4]
+def test_the_input_an_ensemble_reads_keeps_what_every_member_keeps():
+    photo = (450, 600)  # HAM10000's 4:3 frame
+    frame = PreprocessConfig(input_size=(3, 150, 200), crop_pct=1.0)
+    big_frame = PreprocessConfig(input_size=(3, 225, 300), crop_pct=1.0)
+    square = PreprocessConfig(input_size=(3, 176, 176), crop_pct=0.875)
+    # Same aspect ratio and crop: the larger reads, the smaller takes all of it.
+    assert ensemble_input([frame, big_frame], photo) == big_frame
+    top, left, height, width = input_box(big_frame, frame, photo)
+    assert (round(top), round(top + height), round(left), round(left + width)) == (0, 225, 0, 300)
+    # The whole frame (coarser) and a square centre crop (finer): the frame at the square's
+    # resolution; the square member takes its 176 x 176 centre.
+    read = ensemble_input([frame, square], photo)
+    assert read.image_size == (201, 268) and read.crop_pct == 1.0
+    assert input_box(read, square, photo) == pytest.approx((12.5, 46.0, 176.0, 176.0))
+    assert input_box(read, frame, photo) == pytest.approx((0.0, 0.0, 201.0, 268.0), abs=0.5)
+    # Refused: other normalisation, colour constancy, or crops neither of which holds the other.
+    with pytest.raises(ModelError, match="mean"):
+        ensemble_input([frame, PreprocessConfig(input_size=(3, 150, 200), crop_pct=1.0,
+                                                mean=(0.485, 0.456, 0.406))], photo)
+    with pytest.raises(ModelError, match="color_constancy"):
+        ensemble_input([frame, PreprocessConfig(input_size=(3, 150, 200), crop_pct=1.0,
+                                                color_constancy=6)], photo)
+    strip = PreprocessConfig(input_size=(3, 100, 300), crop_pct=1.0)   # 200 x 600 of the photo
+    box = PreprocessConfig(input_size=(3, 100, 100), crop_pct=1.0)     # 450 x 450 of it
+    with pytest.raises(ModelError, match="cuts away"):
+        ensemble_input([strip, box], photo)
+
+
+@pytest.mark.parametrize("member,widest", [
+    ((150, 200, 1.0), (225, 300, 1.0)),     # another size, one aspect ratio and crop
+    ((176, 176, 0.875), (150, 200, 1.0)),   # a square centre crop of the whole frame
+])
+def test_a_photograph_read_by_the_ensemble_is_what_the_member_trained_on(ph2_dir, member,
+                                                                           widest):
+    """A member reading the ensemble's batch sees (nearly) the pixels its own preprocessing
+    gives: the same part of the photograph, resized twice instead of once (PH2 photographs are
+    about 574 x 765, not the 4:3 of the whole-frame member: the box is computed for each)."""
+    paths = sorted(ph2_dir.rglob("*.jpg"))[:4] or sorted(ph2_dir.rglob("*.bmp"))[:4]
     assert paths, "no PH2 photographs found"
-    large = PreprocessConfig(input_size=(3, 225, 300), crop_pct=1.0)
-    small = PreprocessConfig(input_size=(3, 150, 200), crop_pct=1.0)
-    step = InputResize(large.image_size, small.image_size)
+    own = PreprocessConfig(input_size=(3, *member[:2]), crop_pct=member[2])
+    other = PreprocessConfig(input_size=(3, *widest[:2]), crop_pct=widest[2])
     for path in paths:
         image = read_image(path)
-        direct = eval_transform(small)(image)
-        via = step(eval_transform(large)(image)[None])[0]
-        diff = (via - direct).abs()
-        # normalised units (std 0.5: 1.0 is half the pixel range); PIL rounds to 8 bits between
-        assert diff.mean() < 0.015 and diff.quantile(0.99) < 0.08, (path, diff.mean())
-    # Another crop would not be: the same photograph squeezed is far off.
-    squeezed = F.interpolate(eval_transform(large)(image)[None], size=(176, 176),
+        photo = image.size[::-1]
+        read = ensemble_input([own, other], photo)
+        step = InputResize(read.image_size, own.image_size, input_box(read, own, photo))
+        direct = eval_transform(own)(image)
+        via = step(eval_transform(read)(image)[None])[0]
+        # Nearer than the member's own input moved by one pixel (the two pipelines round the
+        # photograph's resized width each their own way: up to a pixel apart at the edges).
+        one_pixel = (direct[:, :, 1:] - direct[:, :, :-1]).abs().mean()
+        assert (via - direct).abs().mean() < one_pixel, path
+    if own.crop_pct == other.crop_pct:
+        return
+    # Where the crops differ, the whole input squeezed to the member's size would be far off.
+    squeezed = F.interpolate(eval_transform(read)(image)[None], size=own.image_size,
                              mode="bilinear")[0]
-    other = eval_transform(PreprocessConfig(input_size=(3, 176, 176), crop_pct=1.0))(image)
-    assert (squeezed - other).abs().mean() > 0.05
+    assert (squeezed - direct).abs().mean() > 0.05

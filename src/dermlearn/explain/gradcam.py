@@ -78,7 +78,9 @@ def class_activation(model: nn.Module | Sequence[nn.Module], batch: torch.Tensor
             backbone = getattr(member, "backbone", member)
             a, g = _to_nchw(fmap.detach(), backbone, size), _to_nchw(grad, backbone, size)
             cam = torch.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True))
-            cam = F.interpolate(cam.float(), size=size, mode="bilinear", align_corners=False)
+            resize = getattr(member, "input_resize", None)  # a member's own crop and size
+            cam = (resize.place(cam.float()) if resize is not None else
+                   F.interpolate(cam.float(), size=size, mode="bilinear", align_corners=False))
             cams.append(_max_normalise(cam[:, 0]))
     if len(cams) == 1:
         combined = cams[0]

@@ -7,11 +7,12 @@
 Files are scored by :func:`dermlearn.inference.scoring.score_images` with a Predictor as its
 runner; :func:`ensemble_probabilities` is the one place where members' logits become the
 model's probabilities (mean of ``softmax(logits / temperature)``). Images are preprocessed once,
-with the model's ``preprocess``; an ensemble member trained at another size of the same aspect
-ratio and crop resizes that batch inside itself (``LesionClassifier.read_inputs_at``).
+with the model's ``preprocess``; an ensemble member trained with another size or crop takes its
+part of that batch inside itself (``LesionClassifier.read_inputs_at``).
 """
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from PIL import Image
 from dermlearn.errors import DermlearnError
 from dermlearn.inference.ood import ood_features
 from dermlearn.models.errors import ModelError
+from dermlearn.models.input_resize import input_box, photometric_mismatch
 from dermlearn.models.lesion_classifier import (
     METADATA_INPUTS,
     LesionClassifier,
@@ -31,7 +33,7 @@ from dermlearn.models.lesion_classifier import (
     load_model,
     read_config,
 )
-from dermlearn.models.preprocessing import PreprocessConfig, eval_transform, resize_mismatch
+from dermlearn.models.preprocessing import PreprocessConfig, eval_transform
 from dermlearn.models.views import apply_view, check_views, first_views
 from dermlearn.taxonomy import Taxonomy, aggregate
 
@@ -102,12 +104,20 @@ class Predictor:
         for name in config.get("ensemble", []):
             member, own = load_model(directory / name)
             trained = PreprocessConfig.from_dict(own["preprocess"])
-            why = resize_mismatch(preprocess, trained)
-            if why:
-                raise ModelError(f"{directory / name}: this member's preprocessing cannot be "
-                                 f"made from the ensemble's ({why}); rebuild the ensemble "
-                                 f"with dermlearn ensemble")
-            member.read_inputs_at(preprocess.image_size, trained.image_size)
+            if (trained.image_size, trained.crop_pct) != (preprocess.image_size,
+                                                          preprocess.crop_pct):
+                why = photometric_mismatch(preprocess, trained)
+                if why:
+                    raise ModelError(f"{directory / name}: this member's preprocessing cannot "
+                                     f"be made from the ensemble's ({why}); rebuild the "
+                                     f"ensemble with dermlearn ensemble")
+                photo = config.get("reference_photo") or [
+                    math.floor(v / preprocess.crop_pct) for v in preprocess.image_size]
+                try:
+                    member.read_inputs_at(preprocess.image_size, trained.image_size,
+                                          input_box(preprocess, trained, photo))
+                except ModelError as exc:
+                    raise ModelError(f"{directory / name}: {exc}") from None
             members.append(member)
         return cls(members or [load_model(directory)[0]], config, device, directory=directory)
 

@@ -83,16 +83,18 @@ class LesionClassifier(nn.Module):
                          if metadata_dim else None)
         self.dropout = nn.Dropout(drop_rate)
         self.head = nn.Linear(self.num_features + (32 if metadata_dim else 0), num_classes)
-        #: Resizes inputs to the size the network trained at, for an ensemble member that
-        #: reads the ensemble's input size (:meth:`read_inputs_at`); None: inputs as given.
+        #: Crops and resizes inputs to those the network trained on, for an ensemble member
+        #: that reads the ensemble's input (:meth:`read_inputs_at`); None: inputs as given.
         self.input_resize: InputResize | None = None
 
-    def read_inputs_at(self, size: tuple[int, int], native: tuple[int, int]) -> None:
-        """Take (N, 3, *size) batches and resize them inside the network to ``native`` (H, W),
-        the size it trained at: an ensemble member whose ensemble reads another size of the
-        same aspect ratio and crop. ``size == native`` removes the step."""
-        self.input_resize = (None if tuple(size) == tuple(native)
-                             else InputResize(tuple(size), tuple(native)))
+    def read_inputs_at(self, size: tuple[int, int], native: tuple[int, int],
+                       box: tuple[float, float, float, float] | None = None) -> None:
+        """Take (N, 3, *size) batches and crop (``box``: top, left, height, width in input
+        pixels; None: all) and resize them inside the network to ``native`` (H, W), the input
+        it trained on: an ensemble member whose ensemble reads another preprocessing
+        (:mod:`dermlearn.models.input_resize`). ``size == native`` without a box removes it."""
+        self.input_resize = (None if box is None and tuple(size) == tuple(native)
+                             else InputResize(tuple(size), tuple(native), box))
 
     def prepare_input(self, images: torch.Tensor) -> torch.Tensor:
         """``images`` at the size the backbone trained at (see :meth:`read_inputs_at`)."""

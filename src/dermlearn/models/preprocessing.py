@@ -16,7 +16,7 @@ from torch import nn
 
 from dermlearn.models.errors import PreprocessConfigError
 
-__all__ = ["PreprocessConfig", "color_steps", "eval_transform", "preprocess", "resize_mismatch"]
+__all__ = ["PreprocessConfig", "color_steps", "eval_transform", "preprocess"]
 
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box", "hamming")
 
@@ -126,22 +126,6 @@ class PreprocessConfig:
         if missing:
             raise PreprocessConfigError(f"preprocess config lacks {missing}")
         return cls(**data)
-
-
-def resize_mismatch(source: PreprocessConfig, target: PreprocessConfig) -> str | None:
-    """Why ``target``'s input cannot be made from ``source``'s by resizing the preprocessed
-    batch alone (None: it can). Both must agree on everything but the size: normalisation,
-    centre crop and colour constancy, and have one aspect ratio, so that both crop the same
-    part of the photograph (an ensemble reads ``source`` for members trained at ``target``)."""
-    (h1, w1), (h2, w2) = source.image_size, target.image_size
-    for name in ("mean", "std", "crop_pct", "color_constancy"):
-        a, b = getattr(source, name), getattr(target, name)
-        if a != b:
-            return f"{name} {b} against {a}"
-    if h1 * w2 != h2 * w1:
-        return (f"input {h2}x{w2} has another aspect ratio than {h1}x{w1} (it would see "
-                f"another part of the photograph)")
-    return None
 
 
 class _ToRGB:

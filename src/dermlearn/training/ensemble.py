@@ -10,15 +10,17 @@ an image a member trained on. ``OUT`` is laid out as a run (``model/`` with ``me
 the ensemble as one model. Its out-of-distribution screen is fitted again on the runs' training
 images.
 
-Members may have trained at different input sizes of one aspect ratio, crop, normalisation
-and colour constancy (e.g. 150x200 and 225x300, or 176 and 224 px squares): the ensemble reads
-each image once at its largest member's size, and every other member resizes that batch to its
-own size inside the network (:class:`~dermlearn.models.input_resize.InputResize`), in
-PyTorch and in the exported ONNX graph alike. The member weights are fitted on each run's own
-validation predictions (its own preprocessing), so the ensemble's figures on new images can
-differ from them by that resize (antialiased bicubic either way; a few thousandths of a
-probability on HAM10000 photographs). Runs whose preprocessing differs otherwise are refused
-with the reason.
+Each member keeps its own preprocessing: the ensemble reads every image once, with a
+preprocessing that keeps every part of the photograph its members keep at the finest of their
+resolutions (:func:`~dermlearn.models.input_resize.ensemble_input`), and every member crops
+and resizes that batch to its own input inside the network
+(:class:`~dermlearn.models.input_resize.InputResize`), in PyTorch and in the exported ONNX
+graph alike. Where the members' crops differ in shape (a square centre crop against the whole
+4:3 frame) the part a member keeps is computed for the median size of the runs' validation
+photographs (``reference_photo`` in the config) and is exact for photographs of that aspect
+ratio. The member weights are fitted on each run's own validation predictions (its own
+preprocessing). Runs whose normalisation or colour constancy differ are refused with the
+reason.
 """
 from __future__ import annotations
 
@@ -34,10 +36,13 @@ import pandas as pd
 from dermlearn import __version__
 from dermlearn.atomic import atomic_write, atomic_write_json, check_output_dir
 from dermlearn.data import load
+from dermlearn.data.images import read_image
 from dermlearn.evaluation.calibration import apply_temperature
 from dermlearn.evaluation.mixture import fit_mixture_temperature, mixture_weights
+from dermlearn.models.errors import ModelError
+from dermlearn.models.input_resize import ensemble_input
 from dermlearn.models.lesion_classifier import read_config
-from dermlearn.models.preprocessing import PreprocessConfig, resize_mismatch
+from dermlearn.models.preprocessing import PreprocessConfig
 from dermlearn.splits import TEST, fold_ids
 from dermlearn.taxonomy import Taxonomy, assign_classes
 from dermlearn.training.finish import MIN_CALIBRATION_IMAGES, OOD_FIT_IMAGES, evaluate_predictions
@@ -84,24 +89,25 @@ def _check_compatible(runs: list[dict[str, Any]]) -> None:
         for field in SHARED:
             if other["config"].get(field) != first["config"].get(field):
                 raise RunError(f"{name} and {first['run']} differ in their {field}")
-    _input_preprocess(runs)
 
 
-def _input_preprocess(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The preprocessing the ensemble reads images with: its largest member's (most pixels).
-    Every other member must be able to resize that input to its own (same aspect ratio, crop,
-    normalisation and colour constancy), else the runs are refused with the reason."""
-    configs = [PreprocessConfig.from_dict(r["config"]["preprocess"]) for r in runs]
-    largest = max(range(len(runs)), key=lambda i: configs[i].image_size[0]
-                  * configs[i].image_size[1])
-    for run, config in zip(runs, configs):
-        why = resize_mismatch(configs[largest], config)
-        if why:
-            raise RunError(f"{run['run']} and {runs[largest]['run']} differ in their "
-                           f"preprocessing beyond the input size ({why}): members may differ "
-                           f"only in size; train them with the same --set crop_pct=X, "
-                           f"--color-constancy and an --image-size of one aspect ratio")
-    return runs[largest]["config"]["preprocess"]
+def _input_preprocess(runs: list[dict[str, Any]], photo_hw: list[float]) -> dict[str, Any]:
+    """The preprocessing the ensemble reads images with (see the module docstring); runs whose
+    preprocessing cannot be made from it are refused with the reason."""
+    try:
+        return ensemble_input([PreprocessConfig.from_dict(r["config"]["preprocess"])
+                               for r in runs], photo_hw).to_dict()
+    except ModelError as exc:
+        raise RunError(f"{', '.join(str(r['run']) for r in runs)}: {exc}; members may differ "
+                       f"in size and crop, not in normalisation or --color-constancy") from None
+
+
+def _reference_photo(manifest, images: list[str], n: int = 100) -> list[float]:
+    """Median (H, W) in pixels of up to ``n`` of ``images`` (seeded choice)."""
+    table = manifest.table.set_index(manifest.table["image_id"].astype(str))
+    chosen = np.random.default_rng(0).permutation(images)[:n]
+    sizes = [read_image(table.loc[i, "path"]).size[::-1] for i in chosen]
+    return [float(v) for v in np.median(np.array(sizes, dtype=float), axis=0)]
 
 
 def ensemble_runs(runs: list[str | Path], out: str | Path, *, progress: bool = False
@@ -116,6 +122,11 @@ def ensemble_runs(runs: list[str | Path], out: str | Path, *, progress: bool = F
     members = [_read_run(Path(r)) for r in runs]
     _check_compatible(members)
     first = members[0]
+    manifest = load(first["state"]["data"], taxonomy=first["config"]["taxonomy"],
+                    **{k: v for k, v in first["state"].get("data_options", {}).items()
+                       if k != "aliases"})  # the tree holds the aliases
+    photo = _reference_photo(manifest, list(first["val"].index))
+    preprocess = _input_preprocess(members, photo)
     classes = list(first["config"]["classes"])
     taxonomy = Taxonomy.from_dict(first["config"]["taxonomy"])
     images = list(first["val"].index)
@@ -140,7 +151,7 @@ def ensemble_runs(runs: list[str | Path], out: str | Path, *, progress: bool = F
     config.update({"dermlearn_version": __version__, "ensemble": names,
                    "ensemble_weights": [float(w) for w in weights], "temperature": temperature,
                    "backbone": "+".join(m["config"]["backbone"] for m in members),
-                   "preprocess": _input_preprocess(members),
+                   "preprocess": preprocess, "reference_photo": photo,
                    "ensemble_of_runs": [str(Path(m["run"]).resolve()) for m in members]})
     atomic_write_json(model_dir / "config.json", config)
     shutil.copyfile(first["run"] / "splits.csv", out / "splits.csv")
@@ -151,9 +162,6 @@ def ensemble_runs(runs: list[str | Path], out: str | Path, *, progress: bool = F
     frame["label"] = labels
     frame["fold"] = first["val"]["fold"].to_numpy()
     atomic_write(out / "val_predictions.csv", lambda tmp: frame.to_csv(tmp, index=False))
-    manifest = load(first["state"]["data"], taxonomy=first["config"]["taxonomy"],
-                    **{k: v for k, v in first["state"].get("data_options", {}).items()
-                       if k != "aliases"})  # the tree holds the aliases
     metrics = evaluate_predictions(frame, classes, manifest)
     metrics.update({
         "classes": classes, "validation": "lesion-grouped hold-out (shared by every member)",
