@@ -87,8 +87,19 @@ def _check_compatible(runs: list[dict[str, Any]]) -> None:
         if set(other["val"].index) != set(first["val"].index):
             raise RunError(f"{name} and {first['run']} hold out different validation images")
         for field in SHARED:
-            if other["config"].get(field) != first["config"].get(field):
+            if _without_aliases(other["config"].get(field)) != \
+                    _without_aliases(first["config"].get(field)):
                 raise RunError(f"{name} and {first['run']} differ in their {field}")
+
+
+def _without_aliases(value: Any) -> Any:
+    """A config value with every ``aliases`` list left out: runs whose trees differ only in
+    the names that read labels (e.g. built-in names added by a later version) combine."""
+    if isinstance(value, dict):
+        return {k: _without_aliases(v) for k, v in value.items() if k != "aliases"}
+    if isinstance(value, list):
+        return [_without_aliases(v) for v in value]
+    return value
 
 
 def _input_preprocess(runs: list[dict[str, Any]], photo_hw: list[float]) -> dict[str, Any]:
