@@ -144,3 +144,31 @@ def test_members_trained_with_other_sizes_and_crops_are_one_model(runs, tiny_dat
     config_path.write_text(json.dumps(config))
     with pytest.raises(DermlearnError, match="mean"):
         dermlearn.Predictor.load(out)
+
+
+def test_runs_whose_trees_differ_only_in_label_aliases_combine(runs):
+    """A run trained before a built-in label name was added still combines with a newer one."""
+    import json
+    import shutil
+
+    from dermlearn.training.ensemble import ensemble_runs
+
+    older = runs / "b-older"
+    shutil.copytree(runs / "b", older)
+    config_path = older / "model" / "config.json"
+    config = json.loads(config_path.read_text())
+
+    def drop_an_alias(node):
+        if node.get("aliases"):
+            node["aliases"] = node["aliases"][:-1]
+            return True
+        return any(drop_an_alias(child) for child in node.get("children", []))
+
+    assert any(drop_an_alias(node) for node in config["taxonomy"]["nodes"])
+    config_path.write_text(json.dumps(config))
+    metrics = ensemble_runs([runs / "a", older], runs / "aliases")
+    assert len(metrics["ensemble"]["weights"]) == 2
+    config["classes"] = config["classes"][::-1]  # other classes are still refused
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(DermlearnError, match="differ in their classes"):
+        ensemble_runs([runs / "a", older], runs / "aliases2")
