@@ -15,7 +15,6 @@ import socket
 import statistics
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -38,20 +37,10 @@ MAX_CONNECTIONS = 12
 
 
 @pytest.fixture(scope="module")
-def model_dir(ood_model_dir) -> Path:
-    return ood_model_dir
-
-
-@pytest.fixture(scope="module")
-def corrupt_dir(corrupt_ood_dir) -> Path:
-    return corrupt_ood_dir
-
-
-@pytest.fixture(scope="module")
-def limited(corrupt_dir, tmp_path_factory):
+def limited(corrupt_ood_dir, tmp_path_factory):
     """``dermlearn serve`` of the corrupt-screen model with --no-ood, a token and tight limits."""
     cwd = tmp_path_factory.mktemp("limited-cwd")
-    with ServerProcess(corrupt_dir, "--no-ood", "--backend", "torch", "--threads", "1",
+    with ServerProcess(corrupt_ood_dir, "--no-ood", "--backend", "torch", "--threads", "1",
                        "--request-timeout-s", str(REQUEST_TIMEOUT_S),
                        "--keep-alive-s", str(KEEP_ALIVE_S),
                        "--max-concurrency", str(MAX_CONCURRENCY),

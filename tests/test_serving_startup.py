@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 import zlib
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -41,21 +40,11 @@ from serving_fixtures import (
 TOKEN = "t0ken-for-the-tests-0123456789"
 
 
-@pytest.fixture(scope="module")
-def model_dir(ood_model_dir) -> Path:
-    return ood_model_dir
-
-
-@pytest.fixture(scope="module")
-def corrupt_dir(corrupt_ood_dir) -> Path:
-    return corrupt_ood_dir
-
-
 # -- defect 3: the OOD screen fails closed ----------------------------------------------------
-def test_corrupt_ood_statistics_refuse_to_start(corrupt_dir, tmp_path):
+def test_corrupt_ood_statistics_refuse_to_start(corrupt_ood_dir, tmp_path):
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "dermlearn.cli", "serve", str(corrupt_dir), "--port", str(port),
+        [sys.executable, "-m", "dermlearn.cli", "serve", str(corrupt_ood_dir), "--port", str(port),
          "--backend", "torch", "--threads", "1"], cwd=tmp_path, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT)
     try:
@@ -76,12 +65,12 @@ def test_corrupt_ood_statistics_refuse_to_start(corrupt_dir, tmp_path):
     assert "Traceback" not in out and len(out.strip().splitlines()) <= 3, out
 
 
-def test_missing_or_stale_ood_statistics_refuse_too(model_dir, tmp_path):
+def test_missing_or_stale_ood_statistics_refuse_too(ood_model_dir, tmp_path):
     bare = make_tiny_model(tmp_path / "bare", image_size=64)
     with pytest.raises(DermlearnError, match="no OOD statistics.*--no-ood"):
         create_app(bare)
     stale = tmp_path / "stale"
-    shutil.copytree(model_dir, stale)
+    shutil.copytree(ood_model_dir, stale)
     info = json.loads((stale / "ood.json").read_text())
     info["feature_digest"] = "sha256:0000000000000000"
     (stale / "ood.json").write_text(json.dumps(info))
@@ -89,7 +78,7 @@ def test_missing_or_stale_ood_statistics_refuse_too(model_dir, tmp_path):
         create_app(stale)
 
 
-def test_workers_refuse_once_before_starting(corrupt_dir, monkeypatch):
+def test_workers_refuse_once_before_starting(corrupt_ood_dir, monkeypatch):
     import uvicorn
 
     from dermlearn.serving.server import serve
@@ -97,41 +86,41 @@ def test_workers_refuse_once_before_starting(corrupt_dir, monkeypatch):
     started = []
     monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: started.append(a))
     with pytest.raises(DermlearnError, match="out-of-distribution screen"):
-        serve(corrupt_dir, backend="torch", workers=2)
-    assert serve(corrupt_dir, backend="torch", workers=2, ood=False) == 0
+        serve(corrupt_ood_dir, backend="torch", workers=2)
+    assert serve(corrupt_ood_dir, backend="torch", workers=2, ood=False) == 0
     assert started == [("dermlearn.serving.app:app_from_env",)]
 
 
 # -- access control ---------------------------------------------------------------------------
-def test_token_file_in_process(model_dir, tmp_path):
+def test_token_file_in_process(ood_model_dir, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text("from-a-file-0123456789abcdef\n")
     token_file.chmod(0o600)
-    with TestClient(create_app(model_dir, token_file=str(token_file))) as client:
+    with TestClient(create_app(ood_model_dir, token_file=str(token_file))) as client:
         assert client.get("/v1/model").status_code == 401
         ok = client.get("/v1/model", headers={"Authorization": "bearer from-a-file-0123456789abcdef"})
         assert ok.status_code == 200
     token_file.write_text("short")
     with pytest.raises(DermlearnError, match="at least 16 characters"):
-        create_app(model_dir, token_file=str(token_file))
+        create_app(ood_model_dir, token_file=str(token_file))
 
 
-def test_public_address_needs_a_token_or_insecure(model_dir, monkeypatch, capsys):
+def test_public_address_needs_a_token_or_insecure(ood_model_dir, monkeypatch, capsys):
     import uvicorn
 
     monkeypatch.delenv("DERMLEARN_TOKEN", raising=False)
     started = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append(kw))
     monkeypatch.setattr("dermlearn.serving.app.create_app", lambda config: config)
-    assert main(["serve", str(model_dir), "--host", "0.0.0.0"]) == 2
+    assert main(["serve", str(ood_model_dir), "--host", "0.0.0.0"]) == 2
     said = capsys.readouterr().err
     assert "without an access token" in said and "--token-file" in said and "--insecure" in said
     assert started == []
-    assert main(["serve", str(model_dir), "--host", "0.0.0.0", "--insecure",
+    assert main(["serve", str(ood_model_dir), "--host", "0.0.0.0", "--insecure",
                  "--backend", "torch"]) == 0
-    assert main(["serve", str(model_dir), "--host", "::1", "--backend", "torch"]) == 0
+    assert main(["serve", str(ood_model_dir), "--host", "::1", "--backend", "torch"]) == 0
     monkeypatch.setenv("DERMLEARN_TOKEN", TOKEN)
-    assert main(["serve", str(model_dir), "--host", "0.0.0.0", "--backend", "torch"]) == 0
+    assert main(["serve", str(ood_model_dir), "--host", "0.0.0.0", "--backend", "torch"]) == 0
     assert len(started) == 3
     kw = started[-1]  # uvicorn's own limits are set
     assert kw["timeout_keep_alive"] == 5.0 and kw["limit_concurrency"] == 256
@@ -149,22 +138,22 @@ def _png_with_text_chunk(megabytes: int) -> bytes:
     return png[:33] + text + png[33:]
 
 
-def test_oversized_text_chunk_is_unreadable_not_too_large(model_dir):
+def test_oversized_text_chunk_is_unreadable_not_too_large(ood_model_dir):
     data = _png_with_text_chunk(50)
     assert len(data) < 100_000
-    with TestClient(create_app(model_dir)) as client:
+    with TestClient(create_app(ood_model_dir)) as client:
         response = client.post("/v1/predict", files={"image": ("a.png", data, "image/png")})
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "unreadable_image"
 
 
-def test_config_that_does_not_match_the_weights_is_one_line(model_dir, tmp_path, capsys,
+def test_config_that_does_not_match_the_weights_is_one_line(ood_model_dir, tmp_path, capsys,
                                                             monkeypatch):
     import uvicorn
 
     monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: pytest.fail("must not start"))
     broken = tmp_path / "model"
-    shutil.copytree(model_dir, broken)
+    shutil.copytree(ood_model_dir, broken)
     config = json.loads((broken / "config.json").read_text())
     config["classes"] = [*config["classes"], "scc"]
     (broken / "config.json").write_text(json.dumps(config))
@@ -176,9 +165,9 @@ def test_config_that_does_not_match_the_weights_is_one_line(model_dir, tmp_path,
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_export_killed_midway_leaves_no_temporary_file(model_dir, tmp_path):
+def test_export_killed_midway_leaves_no_temporary_file(ood_model_dir, tmp_path):
     out = tmp_path / "model.onnx"
-    process = subprocess.Popen([sys.executable, "-m", "dermlearn.cli", "export", str(model_dir),
+    process = subprocess.Popen([sys.executable, "-m", "dermlearn.cli", "export", str(ood_model_dir),
                                 "--out", str(out)], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)
     seen = []
@@ -193,7 +182,7 @@ def test_export_killed_midway_leaves_no_temporary_file(model_dir, tmp_path):
     assert list(tmp_path.glob(".model.onnx.*.tmp")) == [], log
 
 
-def test_export_removes_temporaries_a_kill_9_left(model_dir, tmp_path, monkeypatch, capsys):
+def test_export_removes_temporaries_a_kill_9_left(ood_model_dir, tmp_path, monkeypatch, capsys):
     from dermlearn.inference import onnx_export
 
     old, young = tmp_path / ".model.onnx.0a1b2c3d.tmp", tmp_path / ".model.onnx.ffffffff.tmp"
@@ -205,19 +194,19 @@ def test_export_removes_temporaries_a_kill_9_left(model_dir, tmp_path, monkeypat
         raise DermlearnError("stop here")
 
     monkeypatch.setattr(onnx_export, "export_onnx", fail)
-    assert main(["export", str(model_dir), "--out", str(tmp_path / "model.onnx")]) == 2
+    assert main(["export", str(ood_model_dir), "--out", str(tmp_path / "model.onnx")]) == 2
     assert not old.exists() and young.exists()
     assert "removed 1 temporary file(s)" in capsys.readouterr().out
 
 
 # -- readiness, the queue, the OOD screen's counts ---------------------------------------------
-def test_ready_only_after_the_warm_up(model_dir, monkeypatch):
+def test_ready_only_after_the_warm_up(ood_model_dir, monkeypatch):
     from dermlearn.serving import app as app_module, health
 
     gate = threading.Event()
     real = health.warm_up
     monkeypatch.setattr(app_module, "warm_up", lambda *a: (gate.wait(30), real(*a)))
-    with TestClient(create_app(model_dir)) as client:
+    with TestClient(create_app(ood_model_dir)) as client:
         assert client.get("/health/live").status_code == 200
         starting = client.get("/health/ready")
         assert starting.status_code == 503 and starting.json()["state"] == "starting"
@@ -231,7 +220,7 @@ def test_ready_only_after_the_warm_up(model_dir, monkeypatch):
         assert ready["ready"] is True and ready["ood"] == "on" and ready["warm_up_ms"] > 0
     monkeypatch.setattr(health, "warm_up_image", lambda: b"not an image")
     monkeypatch.setattr(app_module, "warm_up", real)
-    with TestClient(create_app(model_dir)) as client:
+    with TestClient(create_app(ood_model_dir)) as client:
         for _ in range(100):
             failed = client.get("/health/ready")
             if failed.json()["state"] != "starting":
@@ -241,8 +230,8 @@ def test_ready_only_after_the_warm_up(model_dir, monkeypatch):
         assert "warm-up prediction failed" in failed.json()["reason"]
 
 
-def test_full_prediction_queue_gets_503(model_dir):
-    app = create_app(model_dir, max_queue=1)
+def test_full_prediction_queue_gets_503(ood_model_dir):
+    app = create_app(ood_model_dir, max_queue=1)
     service = app.state.service
     gate, entered = threading.Event(), threading.Event()
     real = service.decode
@@ -274,8 +263,8 @@ def test_full_prediction_queue_gets_503(model_dir):
     assert 'dermlearn_images_refused_total{reason="queue_full"} 1.0' in metrics
 
 
-def test_ood_screen_results_are_counted(model_dir):
-    with TestClient(create_app(model_dir)) as client:
+def test_ood_screen_results_are_counted(ood_model_dir):
+    with TestClient(create_app(ood_model_dir)) as client:
         client.post("/v1/predict", files={"image": ("a.jpg", jpeg_bytes(synthetic_lesion(seed=3)),
                                                     "image/jpeg")})
         checker = np.zeros((120, 160, 3), np.uint8)
