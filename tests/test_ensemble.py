@@ -53,6 +53,9 @@ def test_an_ensemble_of_runs_is_one_model(runs, tiny_data, capsys):
                                  n_boot=10, progress=False)
     assert metrics["n"] == len(val)
     assert (out / "model" / "ood.json").is_file()
+    # An ensemble is not a member of another: its runs are named instead.
+    assert main(["ensemble", str(runs / "a"), str(out), "--out", str(runs / "nested")]) == 2
+    assert "already an ensemble of runs; give its runs instead" in capsys.readouterr().err
 
 
 def test_runs_that_cannot_be_combined_are_refused(runs, tiny_data):

@@ -62,6 +62,9 @@ def _read_run(run: Path) -> dict[str, Any]:
         if not needed.is_file():
             raise RunError(f"{run}: not a finished dermlearn run (no {needed.name})")
     config = read_config(model)
+    if config.get("ensemble_of_runs"):
+        raise RunError(f"{run} is already an ensemble of runs; give its runs instead: "
+                       f"{' '.join(config['ensemble_of_runs'])}")
     if config.get("ensemble"):
         raise RunError(f"{run}: a fold ensemble's images are each held out by one member only; "
                        f"combine hold-out runs (trained without --folds)")
